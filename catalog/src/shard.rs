@@ -106,7 +106,9 @@ impl Endpoint {
 
 fn split_host_port(hostport: &str) -> Result<(String, u16), EndpointError> {
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, after) = v6.split_once(']').ok_or(EndpointError::Port(hostport.into()))?;
+        let (h, after) = v6
+            .split_once(']')
+            .ok_or(EndpointError::Port(hostport.into()))?;
         (h, after.strip_prefix(':'))
     } else {
         match hostport.rsplit_once(':') {
@@ -158,10 +160,16 @@ mod tests {
     #[test]
     fn defaults_and_errors() {
         let e = Endpoint::parse("postgresql://bob@[::1]").unwrap();
-        assert_eq!((e.host.as_str(), e.port, e.database.as_str()), ("::1", 5432, "bob"));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.database.as_str()),
+            ("::1", 5432, "bob")
+        );
         assert_eq!(e.addr(), "[::1]:5432");
         assert_eq!(Endpoint::parse("mysql://a@b"), Err(EndpointError::Scheme));
-        assert_eq!(Endpoint::parse("postgres://host/db"), Err(EndpointError::NoUser));
+        assert_eq!(
+            Endpoint::parse("postgres://host/db"),
+            Err(EndpointError::NoUser)
+        );
         assert!(matches!(
             Endpoint::parse("postgres://a@h:99999/d"),
             Err(EndpointError::Port(_))

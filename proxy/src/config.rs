@@ -224,7 +224,9 @@ impl Config {
         if let Some(m) = &self.proxy.metrics_listen
             && m.parse::<SocketAddr>().is_err()
         {
-            return bad(format!("proxy.metrics_listen = {m:?} is not an address:port"));
+            return bad(format!(
+                "proxy.metrics_listen = {m:?} is not an address:port"
+            ));
         }
         if self.proxy.tls_cert.is_some() != self.proxy.tls_key.is_some() {
             return bad("proxy.tls_cert and proxy.tls_key must be set together".into());

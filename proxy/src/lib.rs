@@ -5,16 +5,26 @@
 //! - [`frontend`]: the client side: startup, TLS, authentication, session state.
 //! - [`backend`]: the shard side: server connections, their login, pools.
 //! - [`exec`]: moving a client's statements to a server and the replies back.
+//! - [`classify`]: pure statement inspection (session commands, later shard keys).
+//! - [`gucs`]: session settings and replaying them on pooled server connections.
 //! - [`config`]: the configuration file.
 //!
 //! [`run`] serves clients on a listener until a shutdown future resolves, so the binary
 //! and every end-to-end test boot the proxy the same way (tests on port 0).
 
 pub mod backend;
+pub mod classify;
 pub mod config;
 pub mod exec;
 pub mod frontend;
+pub mod gucs;
 mod server;
 pub mod wire;
 
 pub use server::{ProxyError, run};
+
+/// Locks a mutex, ignoring poisoning: a panic in one client's task must not turn every later
+/// lock of shared state into a panic for all other clients.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

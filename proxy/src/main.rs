@@ -31,8 +31,7 @@ fn main() -> anyhow::Result<()> {
     let config = Arc::new(Config::load(&path)?);
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let workers = match config.proxy.workers {

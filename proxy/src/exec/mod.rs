@@ -1,1 +1,32 @@
-//! (in progress)
+//! Doing what the client asked: lending it a server connection, passing its messages through
+//! (renaming prepared statements on the way) and the server's replies back.
+//!
+//! One task per client runs [`session::run`], which owns the client socket and, while a
+//! transaction is open, one pooled server connection; nothing else touches either.
+
+pub mod cancel;
+mod client_msgs;
+pub mod replies;
+mod server_msgs;
+mod session;
+
+use std::sync::Arc;
+
+use crate::backend::Pool;
+use crate::config::PoolMode;
+use crate::frontend::StatementRegistry;
+
+pub use cancel::{CancelRegistry, forward_cancel};
+pub use session::{SessionEnd, run};
+
+/// What every client session shares.
+pub struct ExecContext {
+    /// The shard's pool (one shard until routing lands).
+    pub pool: Arc<Pool>,
+    pub statements: StatementRegistry,
+    pub cancels: Arc<CancelRegistry>,
+    pub pool_mode: PoolMode,
+    pub max_message_size: usize,
+    /// Named statements kept prepared per server connection.
+    pub prepared_cache: usize,
+}

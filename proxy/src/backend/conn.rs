@@ -1,0 +1,271 @@
+//! One raw server connection: TCP, login (SCRAM, md5, password, trust) and the state the
+//! proxy keeps about it (its settings and which proxy-named statements it has prepared).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use shardgate_catalog::Endpoint;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::BackendError;
+use crate::gucs::Gucs;
+use crate::wire::{self, AuthRequest, btag};
+
+/// Server messages during login are small; a larger one means we are not talking to Postgres.
+const MAX_LOGIN_MESSAGE: usize = 1 << 20;
+
+/// What a CancelRequest for this connection must carry, and where it must go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendKey {
+    pub addr: SocketAddr,
+    pub pid: i32,
+    pub secret: i32,
+}
+
+pub struct ServerConn {
+    pub(crate) stream: TcpStream,
+    /// Bytes read from the server and not yet handled; empty whenever the connection is idle.
+    pub(crate) rbuf: BytesMut,
+    pub(crate) key: BackendKey,
+    /// ParameterStatus values the server reported at login (server_version, encodings…).
+    pub(crate) params: Vec<(String, String)>,
+    /// Session settings the proxy applied beyond the server's defaults.
+    pub(crate) gucs: Gucs,
+    /// Proxy statement ids prepared here, with a use counter for least-recently-used eviction.
+    pub(crate) prepared: HashMap<u64, u64>,
+    pub(crate) use_tick: u64,
+    /// A session-mode client left; run `DISCARD ALL` before the next client.
+    pub(crate) needs_reset: bool,
+    /// Returned in an unknown protocol state: close instead of pooling.
+    pub(crate) broken: bool,
+    pub(crate) idle_since: Instant,
+}
+
+impl ServerConn {
+    /// Opens a connection and logs in as the endpoint's user.
+    pub async fn connect(
+        shard: &str,
+        ep: &Endpoint,
+        timeout: Duration,
+    ) -> Result<ServerConn, BackendError> {
+        let timed_out = || BackendError::ConnectTimeout {
+            shard: shard.into(),
+            ms: timeout.as_millis() as u64,
+        };
+        tokio::time::timeout(timeout, Self::connect_inner(shard, ep))
+            .await
+            .map_err(|_| timed_out())?
+    }
+
+    async fn connect_inner(shard: &str, ep: &Endpoint) -> Result<ServerConn, BackendError> {
+        let addr = ep.addr();
+        let stream = TcpStream::connect(&addr)
+            .await
+            .map_err(|source| BackendError::Connect {
+                shard: shard.into(),
+                addr: addr.clone(),
+                source,
+            })?;
+        stream.set_nodelay(true).ok();
+        let peer = stream.peer_addr().map_err(|source| BackendError::Connect {
+            shard: shard.into(),
+            addr,
+            source,
+        })?;
+        let mut conn = ServerConn {
+            stream,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            key: BackendKey {
+                addr: peer,
+                pid: 0,
+                secret: 0,
+            },
+            params: Vec::new(),
+            gucs: Gucs::default(),
+            prepared: HashMap::new(),
+            use_tick: 0,
+            needs_reset: false,
+            broken: false,
+            idle_since: Instant::now(),
+        };
+        conn.login(shard, ep).await?;
+        Ok(conn)
+    }
+
+    async fn login(&mut self, shard: &str, ep: &Endpoint) -> Result<(), BackendError> {
+        let mut out = BytesMut::new();
+        wire::encode_startup(&mut out, &[("user", &ep.user), ("database", &ep.database)]);
+        self.send(shard, &out).await?;
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let frame = self.read_frame(shard).await?;
+            out.clear();
+            match frame.tag {
+                btag::AUTHENTICATION => {
+                    let req = wire::decode_auth(frame.body()).map_err(|e| proto(shard, e))?;
+                    let password = || {
+                        ep.password.as_deref().ok_or(BackendError::Login {
+                            shard: shard.into(),
+                            message: "the server asks for a password and the shard url has none"
+                                .into(),
+                        })
+                    };
+                    match req {
+                        AuthRequest::Ok => continue,
+                        AuthRequest::Cleartext => {
+                            wire::encode_password(&mut out, password()?.as_bytes());
+                        }
+                        AuthRequest::Md5 { salt } => {
+                            let hash = postgres_protocol::authentication::md5_hash(
+                                ep.user.as_bytes(),
+                                password()?.as_bytes(),
+                                salt,
+                            );
+                            wire::encode_password(&mut out, hash.as_bytes());
+                        }
+                        AuthRequest::Sasl { mechanisms } => {
+                            if !mechanisms.contains(&&b"SCRAM-SHA-256"[..]) {
+                                return Err(login(shard, "server offers no SCRAM-SHA-256"));
+                            }
+                            let s = ScramSha256::new(
+                                password()?.as_bytes(),
+                                ChannelBinding::unsupported(),
+                            );
+                            wire::encode_sasl_initial(&mut out, "SCRAM-SHA-256", s.message());
+                            scram = Some(s);
+                        }
+                        AuthRequest::SaslContinue(data) => {
+                            let s = scram
+                                .as_mut()
+                                .ok_or_else(|| login(shard, "unexpected SASL"))?;
+                            s.update(data).map_err(|e| login(shard, &e.to_string()))?;
+                            wire::encode_sasl_response(&mut out, s.message());
+                        }
+                        AuthRequest::SaslFinal(data) => {
+                            let s = scram
+                                .as_mut()
+                                .ok_or_else(|| login(shard, "unexpected SASL"))?;
+                            s.finish(data).map_err(|e| login(shard, &e.to_string()))?;
+                            continue;
+                        }
+                        AuthRequest::Unsupported(code) => {
+                            return Err(login(
+                                shard,
+                                &format!("unsupported authentication request {code}"),
+                            ));
+                        }
+                    }
+                    self.send(shard, &out).await?;
+                }
+                btag::PARAMETER_STATUS => {
+                    let (k, v) =
+                        wire::decode_parameter_status(frame.body()).map_err(|e| proto(shard, e))?;
+                    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                    self.params.push((text(k), text(v)));
+                }
+                btag::BACKEND_KEY_DATA => {
+                    let (pid, secret) =
+                        wire::decode_backend_key(frame.body()).map_err(|e| proto(shard, e))?;
+                    self.key.pid = pid;
+                    self.key.secret = secret;
+                }
+                btag::READY_FOR_QUERY => return Ok(()),
+                btag::ERROR_RESPONSE => {
+                    let e = wire::decode_error(frame.body());
+                    return Err(login(shard, &format!("{} ({})", e.message, e.code)));
+                }
+                _ => {} // NoticeResponse, NegotiateProtocolVersion: nothing to do
+            }
+        }
+    }
+
+    async fn send(&mut self, shard: &str, bytes: &[u8]) -> Result<(), BackendError> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|source| BackendError::Io {
+                shard: shard.into(),
+                source,
+            })
+    }
+
+    async fn read_frame(&mut self, shard: &str) -> Result<wire::Frame, BackendError> {
+        loop {
+            if let Some(f) =
+                wire::next_frame(&mut self.rbuf, MAX_LOGIN_MESSAGE).map_err(|e| proto(shard, e))?
+            {
+                return Ok(f);
+            }
+            let n = self
+                .stream
+                .read_buf(&mut self.rbuf)
+                .await
+                .map_err(|source| BackendError::Io {
+                    shard: shard.into(),
+                    source,
+                })?;
+            if n == 0 {
+                return Err(BackendError::Closed {
+                    shard: shard.into(),
+                });
+            }
+        }
+    }
+
+    /// Whether a connection that sat idle is still usable, without a round trip: an idle
+    /// Postgres connection sends nothing, so readable bytes or EOF (e.g. the FATAL of an
+    /// administrator shutdown) mean it is gone.
+    pub(crate) fn is_alive(&self) -> bool {
+        let mut probe = [0u8; 1];
+        match self.stream.try_read(&mut probe) {
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            Ok(_) => false,
+        }
+    }
+
+    /// Marks `id` as prepared here, returning the least recently used statement to close when
+    /// the cache is over `cap`.
+    pub(crate) fn note_prepared(&mut self, id: u64, cap: usize) -> Option<u64> {
+        self.use_tick += 1;
+        self.prepared.insert(id, self.use_tick);
+        if self.prepared.len() <= cap.max(1) {
+            return None;
+        }
+        let (&victim, _) = self
+            .prepared
+            .iter()
+            .filter(|(k, _)| **k != id)
+            .min_by_key(|(_, tick)| **tick)?;
+        self.prepared.remove(&victim);
+        Some(victim)
+    }
+
+    pub(crate) fn touch_prepared(&mut self, id: u64) -> bool {
+        self.use_tick += 1;
+        match self.prepared.get_mut(&id) {
+            Some(t) => {
+                *t = self.use_tick;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn proto(shard: &str, e: wire::WireError) -> BackendError {
+    BackendError::Protocol {
+        shard: shard.into(),
+        source: e,
+    }
+}
+
+fn login(shard: &str, message: &str) -> BackendError {
+    BackendError::Login {
+        shard: shard.into(),
+        message: message.into(),
+    }
+}

@@ -1,0 +1,423 @@
+//! Finding the statements that change session state (`SET`, `RESET`, `DISCARD ALL`,
+//! `DEALLOCATE`) in SQL text, so that transaction pooling can carry that state from one
+//! server connection to the next.
+//!
+//! A hand-written scan, not a parser: it only needs statement boundaries (respecting quotes,
+//! dollar quotes and comments) and the first few words of each statement, and it runs on
+//! every simple query, so the common case (one statement that starts with another word)
+//! costs a few byte comparisons.
+
+/// A statement that changes what the proxy must remember about the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionCommand {
+    /// `SET [SESSION] name {TO|=} value`; `value` is the SQL text as written.
+    Set {
+        name: String,
+        value: String,
+    },
+    /// `RESET name`
+    Reset {
+        name: String,
+    },
+    ResetAll,
+    DiscardAll,
+    /// `DEALLOCATE [PREPARE] name`, or `ALL` when `name` is `None`.
+    Deallocate {
+        name: Option<String>,
+    },
+}
+
+/// The session commands in `sql`, and how many statements it holds.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SessionScan {
+    pub commands: Vec<SessionCommand>,
+    pub statements: usize,
+}
+
+/// First words that can start a session command; anything else is skipped cheaply.
+const KEYWORDS: [&[u8]; 4] = [b"set", b"reset", b"discard", b"deallocate"];
+
+pub fn scan_session_commands(sql: &[u8]) -> SessionScan {
+    let mut scan = SessionScan::default();
+    let single = !sql.contains(&b';');
+    if single {
+        let start = skip_space_and_comments(sql, 0);
+        if start == sql.len() {
+            return scan;
+        }
+        scan.statements = 1;
+        if !starts_with_keyword(&sql[start..]) {
+            return scan;
+        }
+        if let Some(c) = parse_statement(&sql[start..]) {
+            scan.commands.push(c);
+        }
+        return scan;
+    }
+    for stmt in split_statements(sql) {
+        let start = skip_space_and_comments(stmt, 0);
+        if start == stmt.len() {
+            continue;
+        }
+        scan.statements += 1;
+        if starts_with_keyword(&stmt[start..])
+            && let Some(c) = parse_statement(&stmt[start..])
+        {
+            scan.commands.push(c);
+        }
+    }
+    scan
+}
+
+fn starts_with_keyword(s: &[u8]) -> bool {
+    KEYWORDS.iter().any(|k| {
+        s.len() >= k.len()
+            && s[..k.len()].eq_ignore_ascii_case(k)
+            && s.get(k.len()).is_none_or(|b| !is_ident_byte(*b))
+    })
+}
+
+fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// Splits on `;` outside quotes, dollar quotes and comments.
+pub fn split_statements(sql: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < sql.len() {
+        match sql[i] {
+            b';' => {
+                out.push(&sql[start..i]);
+                start = i + 1;
+                i += 1;
+            }
+            b'\'' | b'"' => i = skip_quoted(sql, i),
+            b'-' | b'/' => {
+                let j = skip_comment(sql, i);
+                i = if j == i { i + 1 } else { j };
+            }
+            b'$' => i = skip_dollar_quoted(sql, i),
+            _ => i += 1,
+        }
+    }
+    if start < sql.len() {
+        out.push(&sql[start..]);
+    }
+    out
+}
+
+fn skip_quoted(sql: &[u8], at: usize) -> usize {
+    let q = sql[at];
+    let mut i = at + 1;
+    while i < sql.len() {
+        if sql[i] == q {
+            if sql.get(i + 1) == Some(&q) {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    sql.len()
+}
+
+fn skip_comment(sql: &[u8], at: usize) -> usize {
+    match (sql.get(at), sql.get(at + 1)) {
+        (Some(b'-'), Some(b'-')) => sql[at..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(sql.len(), |p| at + p + 1),
+        (Some(b'/'), Some(b'*')) => {
+            // Postgres block comments nest.
+            let mut depth = 0;
+            let mut i = at;
+            while i + 1 < sql.len() {
+                if sql[i] == b'/' && sql[i + 1] == b'*' {
+                    depth += 1;
+                    i += 2;
+                } else if sql[i] == b'*' && sql[i + 1] == b'/' {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        return i;
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+            sql.len()
+        }
+        _ => at,
+    }
+}
+
+/// `$tag$ … $tag$`; a `$` that does not open a dollar quote (e.g. `$1`) is one byte.
+fn skip_dollar_quoted(sql: &[u8], at: usize) -> usize {
+    let tag_end = sql[at + 1..]
+        .iter()
+        .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80))
+        .map(|p| at + 1 + p);
+    let Some(end) = tag_end.filter(|&e| sql[e] == b'$') else {
+        return at + 1;
+    };
+    let tag = &sql[at..=end];
+    if tag.len() > 2 && tag[1].is_ascii_digit() {
+        return at + 1;
+    }
+    let body = end + 1;
+    sql[body..]
+        .windows(tag.len())
+        .position(|w| w == tag)
+        .map_or(sql.len(), |p| body + p + tag.len())
+}
+
+fn skip_space_and_comments(sql: &[u8], mut i: usize) -> usize {
+    loop {
+        while i < sql.len() && sql[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let j = skip_comment(sql, i);
+        if j == i {
+            return i;
+        }
+        i = j;
+    }
+}
+
+/// Reads words (identifiers, possibly quoted and dotted) off the front of a statement.
+struct Words<'a> {
+    sql: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Words<'a> {
+    fn next(&mut self) -> Option<String> {
+        self.pos = skip_space_and_comments(self.sql, self.pos);
+        let s = &self.sql[self.pos..];
+        let first = *s.first()?;
+        if first == b'"' {
+            let end = skip_quoted(self.sql, self.pos);
+            let inner = &self.sql[self.pos + 1..end.saturating_sub(1).max(self.pos + 1)];
+            self.pos = end;
+            return Some(String::from_utf8_lossy(inner).replace("\"\"", "\""));
+        }
+        if first == b'=' {
+            self.pos += 1;
+            return Some("=".into());
+        }
+        let len = s.iter().take_while(|&&b| is_ident_byte(b)).count();
+        if len == 0 {
+            return None;
+        }
+        self.pos += len;
+        Some(String::from_utf8_lossy(&s[..len]).to_ascii_lowercase())
+    }
+
+    /// A setting name: `word` or `word.word`.
+    fn name(&mut self) -> Option<String> {
+        let mut name = self.next()?;
+        while self.sql.get(self.pos) == Some(&b'.') {
+            self.pos += 1;
+            name.push('.');
+            name.push_str(&self.next()?);
+        }
+        Some(name)
+    }
+
+    fn rest(&self) -> String {
+        let s = String::from_utf8_lossy(&self.sql[self.pos..]);
+        s.trim().to_owned()
+    }
+}
+
+fn parse_statement(stmt: &[u8]) -> Option<SessionCommand> {
+    let mut w = Words { sql: stmt, pos: 0 };
+    match w.next()?.as_str() {
+        "set" => parse_set(&mut w),
+        "reset" => match w.name()?.as_str() {
+            "all" => Some(SessionCommand::ResetAll),
+            "session" if w.next().as_deref() == Some("authorization") => {
+                Some(SessionCommand::Reset {
+                    name: "session_authorization".into(),
+                })
+            }
+            "time" if w.next().as_deref() == Some("zone") => Some(SessionCommand::Reset {
+                name: "timezone".into(),
+            }),
+            name => Some(SessionCommand::Reset { name: name.into() }),
+        },
+        "discard" => (w.next()?.as_str() == "all").then_some(SessionCommand::DiscardAll),
+        "deallocate" => {
+            let mut name = w.next()?;
+            if name == "prepare" {
+                name = w.next()?;
+            }
+            Some(SessionCommand::Deallocate {
+                name: (name != "all").then_some(name),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn parse_set(w: &mut Words<'_>) -> Option<SessionCommand> {
+    let mut name = w.name()?;
+    match name.as_str() {
+        "local" => return None, // lasts only until the end of the transaction
+        "session" => {
+            name = w.name()?;
+            if name == "characteristics" {
+                return None; // SET SESSION CHARACTERISTICS AS TRANSACTION …: not tracked
+            }
+        }
+        "transaction" | "constraints" => return None,
+        _ => {}
+    }
+    let name = match name.as_str() {
+        "time" => {
+            (w.next()? == "zone").then_some(())?;
+            "timezone".to_owned()
+        }
+        "authorization" => "session_authorization".to_owned(),
+        "role" | "names" | "schema" | "xml" => {
+            return special_set(name, w);
+        }
+        _ => {
+            let sep = w.next()?;
+            if sep != "to" && sep != "=" {
+                return None;
+            }
+            name
+        }
+    };
+    let value = w.rest();
+    (!value.is_empty()).then_some(SessionCommand::Set { name, value })
+}
+
+/// `SET ROLE r`, `SET NAMES 'enc'`, `SET SCHEMA 's'`: settings with their own syntax.
+fn special_set(word: String, w: &mut Words<'_>) -> Option<SessionCommand> {
+    let name = match word.as_str() {
+        "role" => "role",
+        "names" => "client_encoding",
+        "schema" => "search_path",
+        _ => return None, // SET XML OPTION: rare, not tracked
+    };
+    let value = w.rest();
+    (!value.is_empty()).then(|| SessionCommand::Set {
+        name: name.into(),
+        value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmds(sql: &str) -> Vec<SessionCommand> {
+        scan_session_commands(sql.as_bytes()).commands
+    }
+
+    fn set(name: &str, value: &str) -> SessionCommand {
+        SessionCommand::Set {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn ordinary_statements_are_not_session_commands() {
+        assert_eq!(cmds("select 1"), vec![]);
+        assert_eq!(cmds("settle_accounts()"), vec![]);
+        assert_eq!(cmds("update t set a = 1"), vec![]);
+        assert_eq!(scan_session_commands(b"  ").statements, 0);
+        assert_eq!(scan_session_commands(b"select 1; select 2;").statements, 2);
+    }
+
+    #[test]
+    fn set_forms() {
+        assert_eq!(
+            cmds("SET search_path TO a, \"B\""),
+            vec![set("search_path", "a, \"B\"")]
+        );
+        assert_eq!(
+            cmds("set session app.tenant_id = 42"),
+            vec![set("app.tenant_id", "42")]
+        );
+        assert_eq!(cmds("SET TIME ZONE 'UTC'"), vec![set("timezone", "'UTC'")]);
+        assert_eq!(cmds("SET ROLE alice"), vec![set("role", "alice")]);
+        assert_eq!(
+            cmds("SET NAMES 'UTF8'"),
+            vec![set("client_encoding", "'UTF8'")]
+        );
+        assert_eq!(
+            cmds("/* c */ SET statement_timeout = '5s'"),
+            vec![set("statement_timeout", "'5s'")]
+        );
+        assert_eq!(cmds("SET LOCAL statement_timeout = 1"), vec![]);
+        assert_eq!(cmds("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"), vec![]);
+        assert_eq!(cmds("SET \"Foo\".\"Bar\" TO 1"), vec![set("Foo.Bar", "1")]);
+    }
+
+    #[test]
+    fn reset_discard_deallocate() {
+        assert_eq!(
+            cmds("RESET search_path"),
+            vec![SessionCommand::Reset {
+                name: "search_path".into()
+            }]
+        );
+        assert_eq!(cmds("reset all"), vec![SessionCommand::ResetAll]);
+        assert_eq!(cmds("DISCARD ALL"), vec![SessionCommand::DiscardAll]);
+        assert_eq!(cmds("DISCARD PLANS"), vec![]);
+        assert_eq!(
+            cmds("DEALLOCATE PREPARE s1"),
+            vec![SessionCommand::Deallocate {
+                name: Some("s1".into())
+            }]
+        );
+        assert_eq!(
+            cmds("deallocate all"),
+            vec![SessionCommand::Deallocate { name: None }]
+        );
+    }
+
+    #[test]
+    fn statement_splitting_respects_quotes_and_comments() {
+        let sql = b"select ';' ; set a.b = 'x;y' -- ;\n; select $q$ ; $q$; select $1; /* ; /* ; */ */ reset all";
+        let parts = split_statements(sql);
+        assert_eq!(
+            parts.len(),
+            5,
+            "{:?}",
+            parts
+                .iter()
+                .map(|p| String::from_utf8_lossy(p))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            scan_session_commands(sql).commands,
+            vec![set("a.b", "'x;y' -- ;"), SessionCommand::ResetAll]
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for s in [
+            "set",
+            "set ;",
+            "reset",
+            "deallocate",
+            "set \"",
+            "$",
+            "$a",
+            "/*",
+            "'",
+            "set x to",
+        ] {
+            let _ = scan_session_commands(s.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The per-client loop: read what the client sends, lend it a server connection when it
+//! needs one, pump bytes both ways, and give the connection back at the end of each
+//! transaction (transaction pooling) or of the session (session pooling).
+//!
+//! The loop never blocks on one direction while the other has data: reads and writes of
+//! both sockets are polled together, with outgoing buffers bounded, so a client that
+//! pipelines more than the socket buffers hold cannot deadlock against its server.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::ExecContext;
+use super::cancel::CancelHandle;
+use super::replies::{Expect, Mode, Replies, Unit};
+use crate::backend::{BackendError, Pooled};
+use crate::classify::SessionCommand;
+use crate::config::PoolMode;
+use crate::frontend::{ClientError, ClientSession, ClientStream};
+use crate::gucs::Gucs;
+use crate::wire::{self, PgError};
+
+/// Stop reading from one side while this much is waiting to be written to the other.
+const HIGH_WATER: usize = 256 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Why a session ended, for the log; the client has been told whatever it needed to know.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionEnd {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Server(#[from] BackendError),
+}
+
+pub(super) struct Session<'a> {
+    pub(super) ctx: &'a ExecContext,
+    pub(super) client: ClientStream,
+    /// Bytes from the client not yet handled (a partial message at most, between reads).
+    pub(super) cbuf: BytesMut,
+    pub(super) to_client: BytesMut,
+    pub(super) to_server: BytesMut,
+    pub(super) server: Option<Pooled>,
+    pub(super) session: ClientSession,
+    pub(super) replies: Replies,
+    /// Extended-protocol messages were sent since the last Sync: the server is inside an
+    /// implicit transaction until it sees one.
+    pub(super) needs_sync: bool,
+    /// The server is in COPY FROM STDIN and consumes CopyData until CopyDone/CopyFail.
+    pub(super) copy_in: bool,
+    /// No server could be had: answer the client's messages with nothing until its Sync.
+    pub(super) failed_until_sync: bool,
+    /// Session commands sent since the last ReadyForQuery; they take effect if it succeeds.
+    pub(super) pending_cmds: Vec<SessionCommand>,
+    /// Session commands of the open transaction; they take effect if it commits.
+    pub(super) txn_cmds: Vec<SessionCommand>,
+    pub(super) error_since_ready: bool,
+    pub(super) last_tag_was_commit: bool,
+    /// The session's settings changed under a held server connection in a way the server
+    /// did not follow (RESET to a startup value): replay before the next statement.
+    pub(super) gucs_dirty: bool,
+    pub(super) cancel: CancelHandle,
+}
+
+enum Event {
+    Client,
+    Server,
+}
+
+/// Greets an authenticated client and serves it until it leaves.
+pub async fn run(
+    ctx: &ExecContext,
+    client: ClientStream,
+    cbuf: BytesMut,
+    session: ClientSession,
+) -> Result<(), SessionEnd> {
+    let mut s = Session {
+        ctx,
+        client,
+        cbuf,
+        to_client: BytesMut::with_capacity(READ_CHUNK),
+        to_server: BytesMut::with_capacity(READ_CHUNK),
+        server: None,
+        session,
+        replies: Replies::default(),
+        needs_sync: false,
+        copy_in: false,
+        failed_until_sync: false,
+        pending_cmds: Vec::new(),
+        txn_cmds: Vec::new(),
+        error_since_ready: false,
+        last_tag_was_commit: false,
+        gucs_dirty: false,
+        cancel: ctx.cancels.register(),
+    };
+    s.greet().await?;
+    let result = s.serve().await;
+    s.finish(result.is_ok()).await;
+    result
+}
+
+impl Session<'_> {
+    /// AuthenticationOk, the server's parameters as this client should see them, the cancel
+    /// key and ReadyForQuery.
+    async fn greet(&mut self) -> Result<(), SessionEnd> {
+        let params = match self.ctx.pool.server_params().await {
+            Ok(p) => p,
+            Err(e) => {
+                let mut out = BytesMut::new();
+                PgError::fatal(e.sqlstate(), e.to_string()).encode(&mut out);
+                let _ = self.client.write_all(&out).await;
+                return Err(e.into());
+            }
+        };
+        let out = &mut self.to_client;
+        wire::encode_auth_ok(out);
+        for (name, value) in &params {
+            let value = match self.session.startup.get(name) {
+                Some(crate::gucs::GucValue::Str(v)) => v,
+                _ => value,
+            };
+            wire::encode_parameter_status(out, name, value);
+        }
+        wire::encode_backend_key(out, self.cancel.pid, self.cancel.secret);
+        wire::encode_ready_for_query(out, b'I');
+        self.flush_client().await?;
+        Ok(())
+    }
+
+    async fn serve(&mut self) -> Result<(), SessionEnd> {
+        // Messages the client pipelined behind its StartupMessage.
+        if !self.cbuf.is_empty() && !self.on_client_data().await? {
+            return Ok(());
+        }
+        loop {
+            match self.next_event().await? {
+                Event::Client => {
+                    if !self.on_client_data().await? {
+                        return Ok(());
+                    }
+                }
+                Event::Server => {
+                    self.on_server_data()?;
+                    self.maybe_release();
+                }
+            }
+        }
+    }
+
+    /// Writes what can be written, then waits for bytes from either side.
+    async fn next_event(&mut self) -> Result<Event, SessionEnd> {
+        poll_fn(|cx| self.poll_event(cx)).await
+    }
+
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, SessionEnd>> {
+        if let Some(server) = self.server.as_mut() {
+            let stream = &mut server.conn_mut().stream;
+            if let Err(e) = poll_write_buf(stream, cx, &mut self.to_server) {
+                return Poll::Ready(Err(self.server_io_error(e)));
+            }
+        }
+        if let Err(e) = poll_write_buf(&mut self.client, cx, &mut self.to_client) {
+            return Poll::Ready(Err(ClientError::Io(e).into()));
+        }
+        if self.to_server.len() < HIGH_WATER {
+            match poll_read_buf(&mut self.client, cx, &mut self.cbuf) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(ClientError::Closed.into())),
+                Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Event::Client)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(ClientError::Io(e).into())),
+                Poll::Pending => {}
+            }
+        }
+        if self.to_client.len() < HIGH_WATER
+            && let Some(server) = self.server.as_mut()
+        {
+            let conn = server.conn_mut();
+            match poll_read_buf(&mut conn.stream, cx, &mut conn.rbuf) {
+                Poll::Ready(Ok(0)) => {
+                    let shard = server.pool().shard().to_owned();
+                    return Poll::Ready(Err(self.server_lost(BackendError::Closed { shard })));
+                }
+                Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Event::Server)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.server_io_error(e))),
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    }
+
+    fn server_io_error(&mut self, source: io::Error) -> SessionEnd {
+        let shard = self
+            .server
+            .as_ref()
+            .map(|s| s.pool().shard().to_owned())
+            .unwrap_or_default();
+        self.server_lost(BackendError::Io { shard, source })
+    }
+
+    /// The server connection died under the client. The client is told with a FATAL error
+    /// and disconnected: whatever it had in flight may or may not have happened, and only
+    /// a new session makes that plain to its driver.
+    fn server_lost(&mut self, e: BackendError) -> SessionEnd {
+        if let Some(mut s) = self.server.take() {
+            s.conn_mut().broken = true;
+        }
+        self.cancel.slot.set(None);
+        PgError::fatal(e.sqlstate(), e.to_string())
+            .with_hint("the server connection was lost; reconnect and retry")
+            .encode(&mut self.to_client);
+        SessionEnd::Server(e)
+    }
+
+    /// Lends the client a server connection and brings its settings in line with the
+    /// client's session, pipelined ahead of the client's first message.
+    pub(super) async fn attach(&mut self) -> Result<(), BackendError> {
+        let mut pooled = self.ctx.pool.get().await?;
+        let conn = pooled.conn_mut();
+        if conn.needs_reset {
+            wire::encode_query(&mut self.to_server, "DISCARD ALL");
+            self.push(Expect {
+                unit: Unit::Query,
+                mode: Mode::Replay,
+                undo: Default::default(),
+            });
+            conn.needs_reset = false;
+            conn.gucs = Gucs::default();
+            conn.prepared.clear();
+        }
+        self.cancel.slot.set(Some(conn.key));
+        self.server = Some(pooled);
+        self.sync_settings();
+        Ok(())
+    }
+
+    /// Replays the difference between the server's settings and the client's, if any.
+    pub(super) fn sync_settings(&mut self) {
+        self.gucs_dirty = false;
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
+        let conn = server.conn_mut();
+        if let Some(sql) = conn.gucs.sync_sql(&self.session.gucs) {
+            wire::encode_query(&mut self.to_server, &sql);
+            conn.gucs = self.session.gucs.clone();
+            self.push(Expect {
+                unit: Unit::Query,
+                mode: Mode::Replay,
+                undo: Default::default(),
+            });
+        }
+    }
+
+    /// Gives the server connection back once the client is between transactions and every
+    /// reply has arrived (transaction pooling only).
+    pub(super) fn maybe_release(&mut self) {
+        if self.ctx.pool_mode != PoolMode::Transaction
+            || self.server.is_none()
+            || !self.replies.is_empty()
+            || self.needs_sync
+            || self.copy_in
+            || self.session.txn_status != b'I'
+            || !self.to_server.is_empty()
+        {
+            return;
+        }
+        self.cancel.slot.set(None);
+        self.server = None;
+    }
+
+    /// The client is leaving: a server connection still lent is returned if it is idle
+    /// and otherwise closed.
+    async fn finish(&mut self, clean: bool) {
+        if let Some(mut server) = self.server.take() {
+            let idle = clean
+                && self.replies.is_empty()
+                && !self.needs_sync
+                && !self.copy_in
+                && self.session.txn_status == b'I';
+            let conn = server.conn_mut();
+            if !idle {
+                conn.broken = true;
+            } else if self.ctx.pool_mode == PoolMode::Session {
+                conn.needs_reset = true;
+            }
+        }
+        self.cancel.slot.set(None);
+        let _ = self.flush_client().await;
+    }
+
+    pub(super) async fn flush_client(&mut self) -> Result<(), ClientError> {
+        if !self.to_client.is_empty() {
+            self.client.write_all(&self.to_client).await?;
+            self.to_client.clear();
+        }
+        Ok(())
+    }
+
+    /// Queues replies for a message; if the server is going to skip it, undoes its effects.
+    pub(super) fn push(&mut self, e: Expect) {
+        if let Some(undo) = self.replies.push(e) {
+            self.undo(undo);
+        }
+    }
+}
+
+/// Writes as much of `buf` as the socket takes without blocking.
+fn poll_write_buf<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> io::Result<()> {
+    while !buf.is_empty() {
+        match Pin::new(&mut *w).poll_write(cx, buf) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => buf.advance(n),
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok(()),
+        }
+    }
+    // TLS streams buffer inside; plain TCP flush is a no-op.
+    match Pin::new(&mut *w).poll_flush(cx) {
+        Poll::Ready(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+fn poll_read_buf<R: AsyncRead + Unpin>(
+    r: &mut R,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+        buf.reserve(READ_CHUNK);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(r), cx, buf)
+}
