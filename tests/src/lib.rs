@@ -1,1 +1,15 @@
 //! Test harness: real Postgres clusters on free loopback ports and an in-process proxy.
+//!
+//! - [`start_proxy`] boots `shardgate::run` on port 0 exactly as the binary does.
+//! - [`Fixture`] is the common case: shard clusters with an `app` database and a proxy
+//!   config pointing at them, tweakable through [`FixtureBuilder`].
+//! - [`bin`], [`psql`], [`wait_until`], [`ScratchDir`]: small tools the tests share.
+
+mod fixture;
+mod proxy;
+mod util;
+
+pub use fixture::{Fixture, FixtureBuilder, SUPERUSER_PASSWORD};
+pub use proxy::{ProxyHandle, start_proxy};
+pub use shardctl::pg::{HostAuth, PgCluster, PgOptions};
+pub use util::{ScratchDir, bin, psql, wait_until};

@@ -1,1 +1,7 @@
 //! shardctl: shardgate's operator CLI, as a library so tests drive the same code.
+//!
+//! - [`pg`]: local Postgres clusters from the machine's binaries (tests and `dev`).
+//! - [`dev`]: `shardctl dev up|down`, a whole local fleet in one command.
+
+pub mod dev;
+pub mod pg;
