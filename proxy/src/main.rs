@@ -38,10 +38,18 @@ fn main() -> anyhow::Result<()> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()?;
+    // One worker runs everything on the main thread: no work stealing, no cross-thread
+    // wake-ups.
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?
+    };
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&config.proxy.listen)
             .await

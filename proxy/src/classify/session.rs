@@ -39,18 +39,15 @@ const KEYWORDS: [&[u8]; 4] = [b"set", b"reset", b"discard", b"deallocate"];
 
 pub fn scan_session_commands(sql: &[u8]) -> SessionScan {
     let mut scan = SessionScan::default();
-    let single = !sql.contains(&b';');
-    if single {
+    if is_single_statement(sql) {
         let start = skip_space_and_comments(sql, 0);
-        if start == sql.len() {
-            return scan;
-        }
-        scan.statements = 1;
-        if !starts_with_keyword(&sql[start..]) {
-            return scan;
-        }
-        if let Some(c) = parse_statement(&sql[start..]) {
-            scan.commands.push(c);
+        if start < sql.len() {
+            scan.statements = 1;
+            if starts_with_keyword(&sql[start..])
+                && let Some(c) = parse_statement(&sql[start..])
+            {
+                scan.commands.push(c);
+            }
         }
         return scan;
     }
@@ -69,6 +66,17 @@ pub fn scan_session_commands(sql: &[u8]) -> SessionScan {
     scan
 }
 
+/// True when no `;` is followed by anything but whitespace and more `;`: the common shape
+/// (`SELECT …;`) is settled by one fast search, without tokenising quotes.
+fn is_single_statement(sql: &[u8]) -> bool {
+    match sql.iter().position(|&b| b == b';') {
+        None => true,
+        Some(at) => sql[at..]
+            .iter()
+            .all(|&b| b == b';' || b.is_ascii_whitespace()),
+    }
+}
+
 fn starts_with_keyword(s: &[u8]) -> bool {
     KEYWORDS.iter().any(|k| {
         s.len() >= k.len()
@@ -82,30 +90,33 @@ fn is_ident_byte(b: u8) -> bool {
 }
 
 /// Splits on `;` outside quotes, dollar quotes and comments.
-pub fn split_statements(sql: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
+pub fn split_statements(sql: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut start = 0;
-    let mut i = 0;
-    while i < sql.len() {
-        match sql[i] {
-            b';' => {
-                out.push(&sql[start..i]);
-                start = i + 1;
-                i += 1;
-            }
-            b'\'' | b'"' => i = skip_quoted(sql, i),
-            b'-' | b'/' => {
-                let j = skip_comment(sql, i);
-                i = if j == i { i + 1 } else { j };
-            }
-            b'$' => i = skip_dollar_quoted(sql, i),
-            _ => i += 1,
+    std::iter::from_fn(move || {
+        if start >= sql.len() {
+            return None;
         }
-    }
-    if start < sql.len() {
-        out.push(&sql[start..]);
-    }
-    out
+        let mut i = start;
+        while i < sql.len() {
+            match sql[i] {
+                b';' => {
+                    let stmt = &sql[start..i];
+                    start = i + 1;
+                    return Some(stmt);
+                }
+                b'\'' | b'"' => i = skip_quoted(sql, i),
+                b'-' | b'/' => {
+                    let j = skip_comment(sql, i);
+                    i = if j == i { i + 1 } else { j };
+                }
+                b'$' => i = skip_dollar_quoted(sql, i),
+                _ => i += 1,
+            }
+        }
+        let stmt = &sql[start..];
+        start = sql.len();
+        Some(stmt)
+    })
 }
 
 fn skip_quoted(sql: &[u8], at: usize) -> usize {
@@ -334,6 +345,12 @@ mod tests {
         assert_eq!(cmds("update t set a = 1"), vec![]);
         assert_eq!(scan_session_commands(b"  ").statements, 0);
         assert_eq!(scan_session_commands(b"select 1; select 2;").statements, 2);
+        assert_eq!(scan_session_commands(b"select 1; ;\n").statements, 1);
+        assert_eq!(
+            cmds("select ';'; set a = 1"),
+            vec![set("a", "1")],
+            "a quoted ; is not a boundary"
+        );
     }
 
     #[test]
@@ -387,7 +404,7 @@ mod tests {
     #[test]
     fn statement_splitting_respects_quotes_and_comments() {
         let sql = b"select ';' ; set a.b = 'x;y' -- ;\n; select $q$ ; $q$; select $1; /* ; /* ; */ */ reset all";
-        let parts = split_statements(sql);
+        let parts: Vec<_> = split_statements(sql).collect();
         assert_eq!(
             parts.len(),
             5,

@@ -6,7 +6,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::replies::{Expect, Mode, Undo, Unit};
 use super::session::{Session, SessionEnd};
-use crate::classify::{SessionCommand, scan_session_commands};
+use crate::classify::{SessionCommand, SessionScan, scan_session_commands};
 use crate::frontend::{ClientError, Statement};
 use crate::wire::{self, Frame, PgError, tag};
 
@@ -32,7 +32,17 @@ impl Session<'_> {
                 self.answer_failed(&frame);
                 continue;
             }
-            if self.answer_locally(&frame)? {
+            let scan = match frame.tag {
+                tag::QUERY => {
+                    let sql = wire::decode_query(frame.body())
+                        .map_err(|e| self.protocol_violation(e.to_string()))?;
+                    Some(scan_session_commands(sql))
+                }
+                _ => None,
+            };
+            if let Some(scan) = &scan
+                && self.answer_locally(scan)
+            {
                 continue;
             }
             if self.server.is_none() {
@@ -47,7 +57,7 @@ impl Session<'_> {
             } else if self.gucs_dirty {
                 self.sync_settings();
             }
-            self.forward(frame)?;
+            self.forward(frame, scan)?;
         }
         self.replies.answer_ready(&mut self.to_client);
         Ok(true)
@@ -83,18 +93,12 @@ impl Session<'_> {
     /// manages (servers know it by another name), and `DISCARD ALL` between transactions
     /// (no server is lent then, and the proxy's record of the session is all there is to
     /// discard). Answers queue behind the replies still due, so the order holds.
-    fn answer_locally(&mut self, frame: &Frame) -> Result<bool, SessionEnd> {
-        if frame.tag != tag::QUERY {
-            return Ok(false);
-        }
-        let sql =
-            wire::decode_query(frame.body()).map_err(|e| self.protocol_violation(e.to_string()))?;
-        let scan = scan_session_commands(sql);
+    fn answer_locally(&mut self, scan: &SessionScan) -> bool {
         let [cmd] = scan.commands.as_slice() else {
-            return Ok(false);
+            return false;
         };
         if scan.statements != 1 {
-            return Ok(false);
+            return false;
         }
         let tag = match cmd {
             SessionCommand::DiscardAll if self.server.is_none() => "DISCARD ALL",
@@ -103,7 +107,7 @@ impl Session<'_> {
             {
                 "DEALLOCATE"
             }
-            _ => return Ok(false),
+            _ => return false,
         };
         self.session.apply(cmd);
         let mut answer = BytesMut::new();
@@ -115,16 +119,15 @@ impl Session<'_> {
             undo: Undo::default(),
         });
         self.replies.answer_ready(&mut self.to_client);
-        Ok(true)
+        true
     }
 
     /// Sends one message to the lent server, with the bookkeeping its replies need.
-    fn forward(&mut self, frame: Frame) -> Result<(), SessionEnd> {
+    fn forward(&mut self, frame: Frame, scan: Option<SessionScan>) -> Result<(), SessionEnd> {
         let bad = |s: &mut Self, e: wire::WireError| s.protocol_violation(e.to_string());
         match frame.tag {
             tag::QUERY => {
-                let sql = wire::decode_query(frame.body()).map_err(|e| bad(self, e))?;
-                let scan = scan_session_commands(sql);
+                let scan = scan.unwrap_or_default();
                 self.note_commands(scan.commands, scan.statements);
                 self.to_server.extend_from_slice(&frame.bytes);
                 self.push(Expect::forward(Unit::Query));
