@@ -216,10 +216,15 @@ impl ServerConn {
         }
     }
 
-    /// Whether a connection that sat idle is still usable, without a round trip: an idle
-    /// Postgres connection sends nothing, so readable bytes or EOF (e.g. the FATAL of an
-    /// administrator shutdown) mean it is gone.
+    /// Whether an idle connection is still usable, usually without a syscall: an idle
+    /// Postgres connection sends nothing, so if the runtime has seen it become readable,
+    /// bytes or EOF arrived (e.g. the FATAL of `pg_terminate_backend` or a shutdown) and it
+    /// is gone. Only a readable-looking socket is confirmed with a read.
     pub(crate) fn is_alive(&self) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if self.stream.poll_read_ready(&mut cx).is_pending() {
+            return true;
+        }
         let mut probe = [0u8; 1];
         match self.stream.try_read(&mut probe) {
             Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,

@@ -14,10 +14,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{BackendError, ServerConn};
 
-/// Idle connections older than this are probed for liveness before use; younger ones were
-/// just used successfully, and probing them would cost a syscall per transaction.
-const PROBE_AFTER: Duration = Duration::from_secs(1);
-
 pub struct Pool {
     shard: String,
     endpoint: Endpoint,
@@ -106,7 +102,7 @@ impl Pool {
             }
         };
         while let Some(conn) = self.pop_idle() {
-            if conn.idle_since.elapsed() < PROBE_AFTER || conn.is_alive() {
+            if conn.is_alive() {
                 return Ok(self.wrap(conn, permit));
             }
             self.stats.closed_broken.fetch_add(1, Ordering::Relaxed);
