@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
@@ -42,7 +42,9 @@ pub struct ServerConn {
     pub(crate) needs_reset: bool,
     /// Returned in an unknown protocol state: close instead of pooling.
     pub(crate) broken: bool,
-    pub(crate) idle_since: Instant,
+    /// Reaper sweeps this connection has sat idle through (reset when it is returned), so
+    /// idle expiry needs no clock read per transaction.
+    pub(crate) idle_sweeps: u32,
 }
 
 impl ServerConn {
@@ -90,7 +92,7 @@ impl ServerConn {
             use_tick: 0,
             needs_reset: false,
             broken: false,
-            idle_since: Instant::now(),
+            idle_sweeps: 0,
         };
         conn.login(shard, ep).await?;
         Ok(conn)

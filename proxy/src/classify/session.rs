@@ -69,7 +69,7 @@ pub fn scan_session_commands(sql: &[u8]) -> SessionScan {
 /// True when no `;` is followed by anything but whitespace and more `;`: the common shape
 /// (`SELECT …;`) is settled by one fast search, without tokenising quotes.
 fn is_single_statement(sql: &[u8]) -> bool {
-    match sql.iter().position(|&b| b == b';') {
+    match memchr::memchr(b';', sql) {
         None => true,
         Some(at) => sql[at..]
             .iter()
@@ -78,7 +78,14 @@ fn is_single_statement(sql: &[u8]) -> bool {
 }
 
 fn starts_with_keyword(s: &[u8]) -> bool {
-    KEYWORDS.iter().any(|k| {
+    // The first byte picks the candidates: most statements are ruled out by it alone.
+    let candidates: &[&[u8]] = match s.first().map(u8::to_ascii_lowercase) {
+        Some(b's') => &KEYWORDS[..1],
+        Some(b'r') => &KEYWORDS[1..2],
+        Some(b'd') => &KEYWORDS[2..],
+        _ => return false,
+    };
+    candidates.iter().any(|k| {
         s.len() >= k.len()
             && s[..k.len()].eq_ignore_ascii_case(k)
             && s.get(k.len()).is_none_or(|b| !is_ident_byte(*b))

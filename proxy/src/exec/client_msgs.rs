@@ -2,64 +2,89 @@
 //! proxy's names (and re-prepared where this server connection lacks them), and session
 //! commands noted so they follow the client to its next server connection.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::replies::{Expect, Mode, Undo, Unit};
 use super::session::{Session, SessionEnd};
 use crate::classify::{SessionCommand, SessionScan, scan_session_commands};
 use crate::frontend::{ClientError, Statement};
-use crate::wire::{self, Frame, PgError, tag};
+use crate::wire::{self, FrameRef, PgError, tag};
 
 impl Session<'_> {
     /// Handles every complete message in the client buffer. Returns false when the client
     /// said goodbye (Terminate).
     pub(super) async fn on_client_data(&mut self) -> Result<bool, SessionEnd> {
+        // Messages are handled in place in the receive buffer, which is taken out of `self`
+        // meanwhile and given back with what is left (a partial message at most).
+        let mut buf = std::mem::take(&mut self.cbuf);
+        let result = self.handle_client_messages(&mut buf).await;
+        self.cbuf = buf;
+        result
+    }
+
+    async fn handle_client_messages(&mut self, buf: &mut BytesMut) -> Result<bool, SessionEnd> {
         let max = self.ctx.max_message_size;
-        loop {
-            let frame = match wire::next_frame(&mut self.cbuf, max) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return Err(self.protocol_violation(e.to_string())),
+        let mut pos = 0;
+        let result = loop {
+            let len = match wire::frame_len(&buf[pos..], max) {
+                Ok(Some(len)) => len,
+                Ok(None) => break Ok(true),
+                Err(e) => break Err(self.protocol_violation(e.to_string())),
             };
-            if frame.tag == tag::TERMINATE {
-                return Ok(false);
-            }
-            if !is_client_tag(frame.tag) {
-                let msg = format!("unexpected message type {:?}", frame.tag as char);
-                return Err(self.protocol_violation(msg));
-            }
-            if self.failed_until_sync {
-                self.answer_failed(&frame);
-                continue;
-            }
-            let scan = match frame.tag {
-                tag::QUERY => {
-                    let sql = wire::decode_query(frame.body())
-                        .map_err(|e| self.protocol_violation(e.to_string()))?;
-                    Some(scan_session_commands(sql))
-                }
-                _ => None,
+            let frame = FrameRef {
+                tag: buf[pos],
+                bytes: &buf[pos..pos + len],
             };
-            if let Some(scan) = &scan
-                && self.answer_locally(scan)
-            {
-                continue;
+            pos += len;
+            match self.handle_client_message(frame).await {
+                Ok(true) => {}
+                other => break other,
             }
-            if self.server.is_none() {
-                if is_copy_tag(frame.tag) {
-                    continue; // leftovers of a COPY that failed; Postgres ignores them too
-                }
-                if let Err(e) = self.attach().await {
-                    tracing::warn!(error = %e, "no server connection for client");
-                    self.fail_without_server(&frame, &e);
-                    continue;
-                }
-            } else if self.gucs_dirty {
-                self.sync_settings();
-            }
-            self.forward(frame, scan)?;
-        }
+        };
+        buf.advance(pos);
         self.replies.answer_ready(&mut self.to_client);
+        result
+    }
+
+    /// One client message; false when it was Terminate.
+    async fn handle_client_message(&mut self, frame: FrameRef<'_>) -> Result<bool, SessionEnd> {
+        if frame.tag == tag::TERMINATE {
+            return Ok(false);
+        }
+        if !is_client_tag(frame.tag) {
+            let msg = format!("unexpected message type {:?}", frame.tag as char);
+            return Err(self.protocol_violation(msg));
+        }
+        if self.failed_until_sync {
+            self.answer_failed(frame);
+            return Ok(true);
+        }
+        let scan = match frame.tag {
+            tag::QUERY => {
+                let sql = wire::decode_query(frame.body())
+                    .map_err(|e| self.protocol_violation(e.to_string()))?;
+                Some(scan_session_commands(sql))
+            }
+            _ => None,
+        };
+        if let Some(scan) = &scan
+            && self.answer_locally(scan)
+        {
+            return Ok(true);
+        }
+        if self.server.is_none() {
+            if is_copy_tag(frame.tag) {
+                return Ok(true); // leftovers of a COPY that failed; Postgres ignores them too
+            }
+            if let Err(e) = self.attach().await {
+                tracing::warn!(error = %e, "no server connection for client");
+                self.fail_without_server(frame, &e);
+                return Ok(true);
+            }
+        } else if self.gucs_dirty {
+            self.sync_settings();
+        }
+        self.forward(frame, scan)?;
         Ok(true)
     }
 
@@ -72,14 +97,14 @@ impl Session<'_> {
 
     /// Answers a message the way Postgres would after an error, when no server could be had:
     /// nothing until Sync, then ReadyForQuery.
-    fn answer_failed(&mut self, frame: &Frame) {
+    fn answer_failed(&mut self, frame: FrameRef<'_>) {
         if frame.tag == tag::SYNC {
             self.failed_until_sync = false;
             wire::encode_ready_for_query(&mut self.to_client, self.session.txn_status);
         }
     }
 
-    fn fail_without_server(&mut self, frame: &Frame, e: &crate::backend::BackendError) {
+    fn fail_without_server(&mut self, frame: FrameRef<'_>, e: &crate::backend::BackendError) {
         PgError::error(e.sqlstate(), e.to_string()).encode(&mut self.to_client);
         match frame.tag {
             tag::QUERY | tag::FUNCTION_CALL | tag::SYNC => {
@@ -123,46 +148,50 @@ impl Session<'_> {
     }
 
     /// Sends one message to the lent server, with the bookkeeping its replies need.
-    fn forward(&mut self, frame: Frame, scan: Option<SessionScan>) -> Result<(), SessionEnd> {
+    fn forward(
+        &mut self,
+        frame: FrameRef<'_>,
+        scan: Option<SessionScan>,
+    ) -> Result<(), SessionEnd> {
         let bad = |s: &mut Self, e: wire::WireError| s.protocol_violation(e.to_string());
         match frame.tag {
             tag::QUERY => {
                 let scan = scan.unwrap_or_default();
                 self.note_commands(scan.commands, scan.statements);
-                self.to_server.extend_from_slice(&frame.bytes);
+                self.to_server.extend_from_slice(frame.bytes);
                 self.push(Expect::forward(Unit::Query));
             }
-            tag::PARSE => self.forward_parse(&frame).map_err(|e| bad(self, e))?,
-            tag::BIND => self.forward_bind(&frame).map_err(|e| bad(self, e))?,
-            tag::DESCRIBE => self.forward_describe(&frame).map_err(|e| bad(self, e))?,
-            tag::CLOSE => self.forward_close(&frame).map_err(|e| bad(self, e))?,
+            tag::PARSE => self.forward_parse(frame).map_err(|e| bad(self, e))?,
+            tag::BIND => self.forward_bind(frame).map_err(|e| bad(self, e))?,
+            tag::DESCRIBE => self.forward_describe(frame).map_err(|e| bad(self, e))?,
+            tag::CLOSE => self.forward_close(frame).map_err(|e| bad(self, e))?,
             tag::EXECUTE => {
                 self.needs_sync = true;
-                self.to_server.extend_from_slice(&frame.bytes);
+                self.to_server.extend_from_slice(frame.bytes);
                 self.push(Expect::forward(Unit::Execute));
             }
             tag::SYNC => {
                 self.needs_sync = false;
-                self.to_server.extend_from_slice(&frame.bytes);
+                self.to_server.extend_from_slice(frame.bytes);
                 self.push(Expect::forward(Unit::Sync));
             }
             tag::FUNCTION_CALL => {
-                self.to_server.extend_from_slice(&frame.bytes);
+                self.to_server.extend_from_slice(frame.bytes);
                 self.push(Expect::forward(Unit::Query));
             }
             // Flush and COPY data get no reply of their own.
-            _ => self.to_server.extend_from_slice(&frame.bytes),
+            _ => self.to_server.extend_from_slice(frame.bytes),
         }
         Ok(())
     }
 
-    fn forward_parse(&mut self, frame: &Frame) -> Result<(), wire::WireError> {
+    fn forward_parse(&mut self, frame: FrameRef<'_>) -> Result<(), wire::WireError> {
         let parse = wire::decode_parse(frame.body())?;
         self.needs_sync = true;
         if parse.name.is_empty() {
             let scan = scan_session_commands(parse.query);
             self.note_commands(scan.commands, scan.statements);
-            self.to_server.extend_from_slice(&frame.bytes);
+            self.to_server.extend_from_slice(frame.bytes);
             self.push(Expect::forward(Unit::Parse));
             return Ok(());
         }
@@ -189,7 +218,7 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn forward_bind(&mut self, frame: &Frame) -> Result<(), wire::WireError> {
+    fn forward_bind(&mut self, frame: FrameRef<'_>) -> Result<(), wire::WireError> {
         let bind = wire::decode_bind(frame.body())?;
         self.needs_sync = true;
         match self.client_statement(bind.statement) {
@@ -202,13 +231,13 @@ impl Session<'_> {
                     bind.after_names,
                 );
             }
-            None => self.to_server.extend_from_slice(&frame.bytes),
+            None => self.to_server.extend_from_slice(frame.bytes),
         }
         self.push(Expect::forward(Unit::Bind));
         Ok(())
     }
 
-    fn forward_describe(&mut self, frame: &Frame) -> Result<(), wire::WireError> {
+    fn forward_describe(&mut self, frame: FrameRef<'_>) -> Result<(), wire::WireError> {
         let (kind, name) = wire::decode_target(frame.body(), "Describe")?;
         self.needs_sync = true;
         match self.client_statement(name).filter(|_| kind == b'S') {
@@ -216,7 +245,7 @@ impl Session<'_> {
                 self.ensure_prepared(&stmt);
                 wire::encode_describe(&mut self.to_server, b'S', &stmt.server_name);
             }
-            None => self.to_server.extend_from_slice(&frame.bytes),
+            None => self.to_server.extend_from_slice(frame.bytes),
         }
         self.push(Expect::forward(Unit::Describe));
         Ok(())
@@ -224,7 +253,7 @@ impl Session<'_> {
 
     /// Closing a named statement only forgets the client's name for it: the server keeps
     /// the proxy's statement for the next client that prepares the same text.
-    fn forward_close(&mut self, frame: &Frame) -> Result<(), wire::WireError> {
+    fn forward_close(&mut self, frame: FrameRef<'_>) -> Result<(), wire::WireError> {
         let (kind, name) = wire::decode_target(frame.body(), "Close")?;
         self.needs_sync = true;
         if kind == b'S' && !name.is_empty() {
@@ -238,7 +267,7 @@ impl Session<'_> {
             });
             return Ok(());
         }
-        self.to_server.extend_from_slice(&frame.bytes);
+        self.to_server.extend_from_slice(frame.bytes);
         self.push(Expect::forward(Unit::Close));
         Ok(())
     }

@@ -186,33 +186,36 @@ impl Replies {
         let Some(head) = self.queue.front() else {
             return Err(Unexpected { tag: tag as char });
         };
-        let mode = head.mode.clone();
+        let forward = matches!(head.mode, Mode::Forward);
         let unit = head.unit;
         if tag == btag::ERROR_RESPONSE {
-            return Ok(self.on_error(unit, mode, fx));
+            let replay = matches!(head.mode, Mode::Replay);
+            return Ok(self.on_error(unit, replay, fx));
         }
         if unit.ends_on(tag) {
-            let done = self.queue.pop_front().expect("head exists");
+            self.queue.pop_front();
             if tag == btag::READY_FOR_QUERY {
-                match done.mode {
-                    Mode::Forward => fx.ready = true,
-                    _ => fx.ready_hidden = true,
+                if forward {
+                    fx.ready = true;
+                } else {
+                    fx.ready_hidden = true;
                 }
             }
         }
-        Ok(match mode {
-            Mode::Forward => Action::Forward,
-            _ => Action::Drop,
+        Ok(if forward {
+            Action::Forward
+        } else {
+            Action::Drop
         })
     }
 
-    fn on_error(&mut self, unit: Unit, mode: Mode, fx: &mut Effects) -> Action {
-        let action = match mode {
-            Mode::Replay => {
+    fn on_error(&mut self, unit: Unit, replay: bool, fx: &mut Effects) -> Action {
+        let action = match replay {
+            true => {
                 fx.replay_failed = true;
                 Action::Warn
             }
-            _ => {
+            false => {
                 fx.client_error = true;
                 Action::Forward
             }

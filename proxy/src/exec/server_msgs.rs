@@ -76,8 +76,10 @@ impl Session<'_> {
                 run_start = pos + len;
             }
             pos += len;
-            for undo in fx.undo {
-                self.undo(undo);
+            if !fx.undo.is_empty() {
+                for undo in fx.undo {
+                    self.undo(undo);
+                }
             }
             if self.replies.front_is_answer() {
                 copy_run(&mut self.to_client, rbuf, run_start, pos);

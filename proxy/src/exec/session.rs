@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::ExecContext;
 use super::cancel::CancelHandle;
 use super::replies::{Expect, Mode, Replies, Unit};
+use super::wakers::SessionWakers;
 use crate::backend::{BackendError, Pooled};
 use crate::classify::SessionCommand;
 use crate::config::PoolMode;
@@ -64,6 +65,8 @@ pub(super) struct Session<'a> {
     /// did not follow (RESET to a startup value): replay before the next statement.
     pub(super) gucs_dirty: bool,
     pub(super) cancel: CancelHandle,
+    /// Which socket woke the task (see `wakers`); built on the first poll.
+    pub(super) wakers: Option<SessionWakers>,
 }
 
 enum Event {
@@ -96,6 +99,7 @@ pub async fn run(
         last_tag_was_commit: false,
         gucs_dirty: false,
         cancel: ctx.cancels.register(),
+        wakers: None,
     };
     s.greet().await?;
     let result = s.serve().await;
@@ -157,35 +161,56 @@ impl Session<'_> {
     }
 
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<Event, SessionEnd>> {
-        if let Some(server) = self.server.as_mut() {
+        SessionWakers::for_task(&mut self.wakers, cx);
+        let wakers = self.wakers.as_ref().expect("just set");
+        if let Some(server) = self.server.as_mut()
+            && !self.to_server.is_empty()
+        {
+            let mut cx = wakers.server.context();
             let stream = &mut server.conn_mut().stream;
-            if let Err(e) = poll_write_buf(stream, cx, &mut self.to_server) {
+            if let Err(e) = poll_write_buf(stream, &mut cx, &mut self.to_server) {
                 return Poll::Ready(Err(self.server_io_error(e)));
             }
         }
-        if let Err(e) = poll_write_buf(&mut self.client, cx, &mut self.to_client) {
-            return Poll::Ready(Err(ClientError::Io(e).into()));
+        if !self.to_client.is_empty() {
+            let mut cx = wakers.client.context();
+            if let Err(e) = poll_write_buf(&mut self.client, &mut cx, &mut self.to_client) {
+                return Poll::Ready(Err(ClientError::Io(e).into()));
+            }
         }
-        if self.to_server.len() < HIGH_WATER {
-            match poll_read_buf(&mut self.client, cx, &mut self.cbuf) {
-                Poll::Ready(Ok(0)) => return Poll::Ready(Err(ClientError::Closed.into())),
-                Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Event::Client)),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(ClientError::Io(e).into())),
+        if self.to_server.len() < HIGH_WATER && wakers.client.take() {
+            let mut cx = wakers.client.context();
+            match poll_read_buf(&mut self.client, &mut cx, &mut self.cbuf) {
                 Poll::Pending => {}
+                Poll::Ready(r) => {
+                    wakers.client.poll_again();
+                    return Poll::Ready(match r {
+                        Ok(0) => Err(ClientError::Closed.into()),
+                        Ok(_) => Ok(Event::Client),
+                        Err(e) => Err(ClientError::Io(e).into()),
+                    });
+                }
             }
         }
         if self.to_client.len() < HIGH_WATER
             && let Some(server) = self.server.as_mut()
+            && wakers.server.take()
         {
+            let mut cx = wakers.server.context();
             let conn = server.conn_mut();
-            match poll_read_buf(&mut conn.stream, cx, &mut conn.rbuf) {
-                Poll::Ready(Ok(0)) => {
-                    let shard = server.pool().shard().to_owned();
-                    return Poll::Ready(Err(self.server_lost(BackendError::Closed { shard })));
-                }
-                Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Event::Server)),
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(self.server_io_error(e))),
+            match poll_read_buf(&mut conn.stream, &mut cx, &mut conn.rbuf) {
                 Poll::Pending => {}
+                Poll::Ready(r) => {
+                    wakers.server.poll_again();
+                    return Poll::Ready(match r {
+                        Ok(0) => {
+                            let shard = server.pool().shard().to_owned();
+                            Err(self.server_lost(BackendError::Closed { shard }))
+                        }
+                        Ok(_) => Ok(Event::Server),
+                        Err(e) => Err(self.server_io_error(e)),
+                    });
+                }
             }
         }
         Poll::Pending
@@ -232,6 +257,10 @@ impl Session<'_> {
         }
         self.cancel.slot.set(Some(conn.key));
         self.server = Some(pooled);
+        // A connection new to this session is not registered for wake-ups yet.
+        if let Some(w) = &self.wakers {
+            w.server.poll_again();
+        }
         self.sync_settings();
         Ok(())
     }

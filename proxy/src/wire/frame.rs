@@ -17,6 +17,19 @@ impl Frame {
     }
 }
 
+/// One complete message borrowed from a receive buffer, for messages handled in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef<'a> {
+    pub tag: u8,
+    pub bytes: &'a [u8],
+}
+
+impl<'a> FrameRef<'a> {
+    pub fn body(&self) -> &'a [u8] {
+        &self.bytes[5..]
+    }
+}
+
 /// The total length (header included) of the first message in `buf` once it is complete;
 /// `Ok(None)` while more bytes are needed. The declared length is checked before the body
 /// arrives, so an oversized message is refused without buffering it.

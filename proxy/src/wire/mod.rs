@@ -10,7 +10,7 @@ mod frontend;
 mod startup;
 
 pub use backend::*;
-pub use frame::{Frame, frame_len, next_frame};
+pub use frame::{Frame, FrameRef, frame_len, next_frame};
 pub use frontend::*;
 pub use startup::{PROTOCOL_3_0, StartupPacket, next_startup};
 
@@ -43,11 +43,7 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn cstr(&mut self) -> Result<&'a [u8], WireError> {
-        let end = self
-            .buf
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or(malformed(self.what))?;
+        let end = memchr::memchr(0, self.buf).ok_or(malformed(self.what))?;
         let (s, rest) = self.buf.split_at(end);
         self.buf = &rest[1..];
         Ok(s)
