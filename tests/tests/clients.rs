@@ -603,7 +603,6 @@ async fn psycopg_search_path_survives_transactions_on_other_server_connections()
 }
 
 #[tokio::test]
-#[ignore = "proxy bug: a SET run as a named prepared statement is not replayed on other server connections"]
 async fn psycopg_search_path_set_by_a_prepared_statement_follows_the_client() {
     psycopg("search_path_prepared").await;
 }
@@ -614,7 +613,6 @@ async fn psycopg_set_in_rolled_back_transaction_and_set_local_do_not_stick() {
 }
 
 #[tokio::test]
-#[ignore = "proxy bug: a SET undone by ROLLBACK TO SAVEPOINT is replayed on later transactions"]
 async fn psycopg_rollback_to_savepoint_undoes_set() {
     psycopg("set_savepoint").await;
 }
@@ -769,7 +767,6 @@ async fn trust_needs_no_password() {
 /// PgBouncer's trust still requires the user to exist in its user list; Postgres's needs
 /// the role. Anyone at all getting in would hand out the shard credentials.
 #[tokio::test]
-#[ignore = "proxy bug: auth.method = trust admits user names that are not in [[users]]"]
 async fn trust_still_refuses_unknown_users() {
     let fx = Fixture::builder().auth("trust").start().await;
     let url = format!("postgres://nobody@{}/app", fx.proxy().addr);

@@ -25,6 +25,16 @@ pub enum SessionCommand {
     Deallocate {
         name: Option<String>,
     },
+    /// Savepoints matter because `ROLLBACK TO` undoes the `SET`s made after one.
+    Savepoint {
+        name: String,
+    },
+    RollbackTo {
+        name: String,
+    },
+    Release {
+        name: String,
+    },
 }
 
 /// The session commands in `sql`, and how many statements it holds.
@@ -35,7 +45,15 @@ pub struct SessionScan {
 }
 
 /// First words that can start a session command; anything else is skipped cheaply.
-const KEYWORDS: [&[u8]; 4] = [b"set", b"reset", b"discard", b"deallocate"];
+const KEYWORDS: [&[u8]; 7] = [
+    b"set",
+    b"savepoint",
+    b"reset",
+    b"rollback",
+    b"release",
+    b"discard",
+    b"deallocate",
+];
 
 pub fn scan_session_commands(sql: &[u8]) -> SessionScan {
     let mut scan = SessionScan::default();
@@ -80,9 +98,9 @@ fn is_single_statement(sql: &[u8]) -> bool {
 fn starts_with_keyword(s: &[u8]) -> bool {
     // The first byte picks the candidates: most statements are ruled out by it alone.
     let candidates: &[&[u8]] = match s.first().map(u8::to_ascii_lowercase) {
-        Some(b's') => &KEYWORDS[..1],
-        Some(b'r') => &KEYWORDS[1..2],
-        Some(b'd') => &KEYWORDS[2..],
+        Some(b's') => &KEYWORDS[..2],
+        Some(b'r') => &KEYWORDS[2..5],
+        Some(b'd') => &KEYWORDS[5..],
         _ => return false,
     };
     candidates.iter().any(|k| {
@@ -268,6 +286,29 @@ fn parse_statement(stmt: &[u8]) -> Option<SessionCommand> {
             name => Some(SessionCommand::Reset { name: name.into() }),
         },
         "discard" => (w.next()?.as_str() == "all").then_some(SessionCommand::DiscardAll),
+        "savepoint" => Some(SessionCommand::Savepoint { name: w.next()? }),
+        "rollback" => {
+            // ROLLBACK [WORK|TRANSACTION] TO [SAVEPOINT] name; a plain ROLLBACK is not one.
+            let mut word = w.next()?;
+            if word == "work" || word == "transaction" {
+                word = w.next()?;
+            }
+            if word != "to" {
+                return None;
+            }
+            let mut name = w.next()?;
+            if name == "savepoint" {
+                name = w.next()?;
+            }
+            Some(SessionCommand::RollbackTo { name })
+        }
+        "release" => {
+            let mut name = w.next()?;
+            if name == "savepoint" {
+                name = w.next()?;
+            }
+            Some(SessionCommand::Release { name })
+        }
         "deallocate" => {
             let mut name = w.next()?;
             if name == "prepare" {
@@ -406,6 +447,25 @@ mod tests {
             cmds("deallocate all"),
             vec![SessionCommand::Deallocate { name: None }]
         );
+    }
+
+    #[test]
+    fn savepoint_commands() {
+        assert_eq!(
+            cmds(
+                "SAVEPOINT a; ROLLBACK TO SAVEPOINT a; rollback work to b; RELEASE a; RELEASE SAVEPOINT \"B\""
+            ),
+            vec![
+                SessionCommand::Savepoint { name: "a".into() },
+                SessionCommand::RollbackTo { name: "a".into() },
+                SessionCommand::RollbackTo { name: "b".into() },
+                SessionCommand::Release { name: "a".into() },
+                SessionCommand::Release { name: "B".into() },
+            ]
+        );
+        assert_eq!(cmds("ROLLBACK"), vec![]);
+        assert_eq!(cmds("rollback and chain"), vec![]);
+        assert_eq!(cmds("releases_table()"), vec![]);
     }
 
     #[test]

@@ -189,8 +189,8 @@ impl Session<'_> {
         let parse = wire::decode_parse(frame.body())?;
         self.needs_sync = true;
         if parse.name.is_empty() {
-            let scan = scan_session_commands(parse.query);
-            self.note_commands(scan.commands, scan.statements);
+            // Noted when a Bind runs it: a Parse alone changes nothing.
+            self.unnamed_cmds = scan_session_commands(parse.query).commands;
             self.to_server.extend_from_slice(frame.bytes);
             self.push(Expect::forward(Unit::Parse));
             return Ok(());
@@ -221,7 +221,17 @@ impl Session<'_> {
     fn forward_bind(&mut self, frame: FrameRef<'_>) -> Result<(), wire::WireError> {
         let bind = wire::decode_bind(frame.body())?;
         self.needs_sync = true;
-        match self.client_statement(bind.statement) {
+        let stmt = self.client_statement(bind.statement);
+        let commands = match &stmt {
+            Some(stmt) => stmt.commands.as_slice(),
+            None if bind.statement.is_empty() => self.unnamed_cmds.as_slice(),
+            None => &[],
+        };
+        if !commands.is_empty() {
+            let commands = commands.to_vec();
+            self.note_commands(commands, 1);
+        }
+        match stmt {
             Some(stmt) => {
                 self.ensure_prepared(&stmt);
                 wire::encode_bind(

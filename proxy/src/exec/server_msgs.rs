@@ -117,8 +117,14 @@ impl Session<'_> {
             }
             btag::COMMAND_COMPLETE => {
                 self.copy_in = false;
-                if !self.txn_cmds.is_empty() {
-                    self.last_tag_was_commit = wire::decode_command_tag(body) == b"COMMIT";
+                if !self.txn_cmds.is_empty() || !self.pending_cmds.is_empty() {
+                    // ROLLBACK TO also says ROLLBACK; only the last one before an idle
+                    // ReadyForQuery decides, and by then it is the transaction's end.
+                    match wire::decode_command_tag(body) {
+                        b"COMMIT" => self.txn_end = Some(true),
+                        b"ROLLBACK" => self.txn_end = Some(false),
+                        _ => {}
+                    }
                 }
             }
             btag::READY_FOR_QUERY if fx.ready => {
@@ -130,29 +136,49 @@ impl Session<'_> {
         }
     }
 
-    /// A ReadyForQuery for the client: session commands since the last one took effect if
-    /// nothing failed; inside a transaction they wait for its COMMIT.
+    /// A ReadyForQuery for the client: session commands since the last one join the open
+    /// transaction's (savepoints applied) if nothing failed; once the session is idle
+    /// again they take effect, unless the transaction ended in a rollback or an error.
     fn on_ready(&mut self, status: u8) {
         let failed = std::mem::take(&mut self.error_since_ready);
-        let mut pending = std::mem::take(&mut self.pending_cmds);
-        if failed {
-            pending.clear();
+        let pending = std::mem::take(&mut self.pending_cmds);
+        let ended = self.txn_end.take();
+        if !failed {
+            for cmd in pending {
+                self.fold_into_transaction(cmd);
+            }
         }
-        match status {
-            b'T' => self.txn_cmds.append(&mut pending),
-            b'E' => {}
-            _ => {
-                if std::mem::take(&mut self.last_tag_was_commit) {
-                    let mut committed = std::mem::take(&mut self.txn_cmds);
-                    committed.append(&mut pending);
-                    pending = committed;
-                } else {
-                    self.txn_cmds.clear();
-                }
-                for cmd in &pending {
-                    self.apply_on_both(cmd);
+        if status != b'I' {
+            return;
+        }
+        let cmds = std::mem::take(&mut self.txn_cmds);
+        self.savepoints.clear();
+        if failed || ended == Some(false) {
+            return;
+        }
+        for cmd in &cmds {
+            self.apply_on_both(cmd);
+        }
+    }
+
+    fn fold_into_transaction(&mut self, cmd: SessionCommand) {
+        let find = |sp: &[(String, usize)], name: &str| sp.iter().rposition(|(n, _)| n == name);
+        match cmd {
+            SessionCommand::Savepoint { name } => {
+                self.savepoints.push((name, self.txn_cmds.len()));
+            }
+            SessionCommand::RollbackTo { name } => {
+                if let Some(i) = find(&self.savepoints, &name) {
+                    self.txn_cmds.truncate(self.savepoints[i].1);
+                    self.savepoints.truncate(i + 1);
                 }
             }
+            SessionCommand::Release { name } => {
+                if let Some(i) = find(&self.savepoints, &name) {
+                    self.savepoints.truncate(i);
+                }
+            }
+            other => self.txn_cmds.push(other),
         }
     }
 
@@ -183,7 +209,10 @@ impl Session<'_> {
                 self.gucs_dirty |= !self.session.gucs.is_empty();
             }
             SessionCommand::Deallocate { name: None } => conn.prepared.clear(),
-            SessionCommand::Deallocate { name: Some(_) } => {}
+            SessionCommand::Deallocate { name: Some(_) }
+            | SessionCommand::Savepoint { .. }
+            | SessionCommand::RollbackTo { .. }
+            | SessionCommand::Release { .. } => {}
         }
     }
 

@@ -60,7 +60,13 @@ pub(super) struct Session<'a> {
     /// Session commands of the open transaction; they take effect if it commits.
     pub(super) txn_cmds: Vec<SessionCommand>,
     pub(super) error_since_ready: bool,
-    pub(super) last_tag_was_commit: bool,
+    /// How the last transaction-ending command since the last ReadyForQuery ended it
+    /// (true: COMMIT), watched only while session commands are pending.
+    pub(super) txn_end: Option<bool>,
+    /// Savepoints of the open transaction: name and how many `txn_cmds` preceded it.
+    pub(super) savepoints: Vec<(String, usize)>,
+    /// Session commands of the last unnamed Parse, noted when a Bind runs it.
+    pub(super) unnamed_cmds: Vec<SessionCommand>,
     /// The session's settings changed under a held server connection in a way the server
     /// did not follow (RESET to a startup value): replay before the next statement.
     pub(super) gucs_dirty: bool,
@@ -96,7 +102,9 @@ pub async fn run(
         pending_cmds: Vec::new(),
         txn_cmds: Vec::new(),
         error_since_ready: false,
-        last_tag_was_commit: false,
+        txn_end: None,
+        savepoints: Vec::new(),
+        unnamed_cmds: Vec::new(),
         gucs_dirty: false,
         cancel: ctx.cancels.register(),
         wakers: None,

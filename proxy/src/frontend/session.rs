@@ -20,6 +20,8 @@ pub struct Statement {
     pub server_name: Bytes,
     /// The Parse body after the name: query text and parameter types.
     pub parse_tail: Bytes,
+    /// Session commands the statement runs (a prepared `SET`), noted at each Bind.
+    pub commands: Vec<SessionCommand>,
 }
 
 /// Interns statements by their Parse body so equal statements get one id.
@@ -37,10 +39,12 @@ impl StatementRegistry {
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let tail = Bytes::copy_from_slice(parse_tail);
+        let query = tail.split(|&b| b == 0).next().unwrap_or_default();
         let stmt = Arc::new(Statement {
             id,
             server_name: Bytes::from(format!("sg{id}")),
             parse_tail: tail.clone(),
+            commands: crate::classify::scan_session_commands(query).commands,
         });
         map.insert(tail, stmt.clone());
         stmt
@@ -116,6 +120,10 @@ impl ClientSession {
             SessionCommand::Deallocate { name: Some(n) } => {
                 self.statements.remove(n.as_bytes());
             }
+            // Transaction structure, folded by the session loop; nothing to keep here.
+            SessionCommand::Savepoint { .. }
+            | SessionCommand::RollbackTo { .. }
+            | SessionCommand::Release { .. } => {}
         }
     }
 }

@@ -133,6 +133,17 @@ pub async fn authenticate(
 ) -> Result<(), ClientError> {
     let secret = creds.users.get(user);
     let result = match creds.method {
+        // Trust skips the password, not the user list (as in PgBouncer).
+        AuthMethod::Trust if secret.is_none() => {
+            let mut out = BytesMut::new();
+            PgError::fatal(
+                "28000",
+                format!("user \"{user}\" is not a shardgate user (see [[users]])"),
+            )
+            .encode(&mut out);
+            let _ = stream.write_all(&out).await;
+            return Err(ClientError::Auth("unknown user (trust)".into()));
+        }
         AuthMethod::Trust => Ok(()),
         AuthMethod::Md5 => md5(stream, buf, user, secret).await,
         AuthMethod::ScramSha256 => scram(stream, buf, secret).await,
