@@ -10,6 +10,12 @@ use crate::classify::{SessionCommand, SessionScan, scan_session_commands};
 use crate::frontend::{ClientError, Statement};
 use crate::wire::{self, FrameRef, PgError, tag};
 
+enum Triage {
+    Done,
+    Terminate,
+    Forward(Option<SessionScan>),
+}
+
 impl Session<'_> {
     /// Handles every complete message in the client buffer. Returns false when the client
     /// said goodbye (Terminate).
@@ -36,9 +42,24 @@ impl Session<'_> {
                 bytes: &buf[pos..pos + len],
             };
             pos += len;
-            match self.handle_client_message(frame).await {
-                Ok(true) => {}
-                other => break other,
+            // Only lending a server connection waits; everything else is synchronous.
+            let scan = match self.triage(frame) {
+                Ok(Triage::Done) => continue,
+                Ok(Triage::Terminate) => break Ok(false),
+                Ok(Triage::Forward(scan)) => scan,
+                Err(e) => break Err(e),
+            };
+            if self.server.is_none() {
+                if let Err(e) = self.attach().await {
+                    tracing::warn!(error = %e, "no server connection for client");
+                    self.fail_without_server(frame, &e);
+                    continue;
+                }
+            } else if self.gucs_dirty {
+                self.sync_settings();
+            }
+            if let Err(e) = self.forward(frame, scan) {
+                break Err(e);
             }
         };
         buf.advance(pos);
@@ -46,10 +67,11 @@ impl Session<'_> {
         result
     }
 
-    /// One client message; false when it was Terminate.
-    async fn handle_client_message(&mut self, frame: FrameRef<'_>) -> Result<bool, SessionEnd> {
+    /// Decides what a client message needs: nothing more (answered, or ignored), the end
+    /// of the session, or a server (with the session commands of a simple query).
+    fn triage(&mut self, frame: FrameRef<'_>) -> Result<Triage, SessionEnd> {
         if frame.tag == tag::TERMINATE {
-            return Ok(false);
+            return Ok(Triage::Terminate);
         }
         if !is_client_tag(frame.tag) {
             let msg = format!("unexpected message type {:?}", frame.tag as char);
@@ -57,7 +79,7 @@ impl Session<'_> {
         }
         if self.failed_until_sync {
             self.answer_failed(frame);
-            return Ok(true);
+            return Ok(Triage::Done);
         }
         let scan = match frame.tag {
             tag::QUERY => {
@@ -70,22 +92,12 @@ impl Session<'_> {
         if let Some(scan) = &scan
             && self.answer_locally(scan)
         {
-            return Ok(true);
+            return Ok(Triage::Done);
         }
-        if self.server.is_none() {
-            if is_copy_tag(frame.tag) {
-                return Ok(true); // leftovers of a COPY that failed; Postgres ignores them too
-            }
-            if let Err(e) = self.attach().await {
-                tracing::warn!(error = %e, "no server connection for client");
-                self.fail_without_server(frame, &e);
-                return Ok(true);
-            }
-        } else if self.gucs_dirty {
-            self.sync_settings();
+        if self.server.is_none() && is_copy_tag(frame.tag) {
+            return Ok(Triage::Done); // leftovers of a COPY that failed; Postgres ignores them
         }
-        self.forward(frame, scan)?;
-        Ok(true)
+        Ok(Triage::Forward(scan))
     }
 
     /// Tells the client its stream made no sense and ends the session.
