@@ -176,7 +176,6 @@ async fn set_sent_as_an_unnamed_extended_query_follows_the_client() {
 }
 
 #[tokio::test]
-#[ignore = "proxy bug: a SET sent as a named prepared statement (tokio-postgres execute) is not tracked"]
 async fn set_sent_as_a_named_prepared_statement_follows_the_client() {
     let (_fx, proxy) = proxy_with(Fixture::builder(), |c| c.shards[0].pool_size = 1).await;
     let a = client(&proxy).await;
@@ -245,7 +244,6 @@ async fn set_sticks_only_when_its_transaction_commits() {
 }
 
 #[tokio::test]
-#[ignore = "proxy bug: SET inside `BEGIN; ...; ROLLBACK` sent as one query string is kept"]
 async fn set_in_a_single_string_transaction_that_rolls_back_does_not_stick() {
     let (_fx, proxy) = proxy_with(Fixture::builder(), |c| c.shards[0].pool_size = 1).await;
     let a = client(&proxy).await;
@@ -259,7 +257,6 @@ async fn set_in_a_single_string_transaction_that_rolls_back_does_not_stick() {
 }
 
 #[tokio::test]
-#[ignore = "proxy bug: SET undone by ROLLBACK TO SAVEPOINT is kept when the transaction commits"]
 async fn set_undone_by_rollback_to_savepoint_does_not_stick() {
     let (fx, proxy) = proxy_with(Fixture::builder(), |c| c.shards[0].pool_size = 1).await;
     let a = client(&proxy).await;
