@@ -189,6 +189,39 @@ async fn set_sent_as_a_named_prepared_statement_follows_the_client() {
     }
 }
 
+#[tokio::test]
+async fn set_config_follows_the_client() {
+    let (_fx, proxy) = proxy_with(Fixture::builder(), |c| c.shards[0].pool_size = 1).await;
+    let a = client(&proxy).await;
+    let b = client(&proxy).await;
+    a.simple_query("select set_config('app.tenant_id', '11', false)")
+        .await
+        .unwrap();
+    // Through the extended protocol too, and a list value set the way a startup
+    // parameter would be (two schemas, not one named "pg_catalog, public").
+    b.query(
+        "select set_config('search_path', 'pg_catalog, public', false)",
+        &[],
+    )
+    .await
+    .unwrap();
+    b.query("select set_config('app.tenant_id', '22', false)", &[])
+        .await
+        .unwrap();
+    a.simple_query("select set_config('app.other', 'x', true)")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(setting(&a, "app.tenant_id").await.as_deref(), Some("11"));
+        assert_eq!(setting(&b, "app.tenant_id").await.as_deref(), Some("22"));
+        assert_eq!(
+            setting(&b, "search_path").await.as_deref(),
+            Some("pg_catalog, public")
+        );
+        assert_eq!(setting(&a, "app.other").await, None);
+    }
+}
+
 /// A's `app.v`, between two statements of B: B's statements make the proxy replay A's
 /// settings from its own record, so the record is what is checked, not the server's memory.
 async fn check_v(a: &Client, b: &Client, want: &str) {

@@ -25,6 +25,11 @@ pub enum SessionCommand {
     Deallocate {
         name: Option<String>,
     },
+    /// `set_config(name, value, false)`: `value` is the string itself.
+    SetConfig {
+        name: String,
+        value: String,
+    },
     /// Savepoints matter because `ROLLBACK TO` undoes the `SET`s made after one.
     Savepoint {
         name: String,
@@ -58,30 +63,67 @@ const KEYWORDS: [&[u8]; 7] = [
 pub fn scan_session_commands(sql: &[u8]) -> SessionScan {
     let mut scan = SessionScan::default();
     if is_single_statement(sql) {
-        let start = skip_space_and_comments(sql, 0);
-        if start < sql.len() {
-            scan.statements = 1;
-            if starts_with_keyword(&sql[start..])
-                && let Some(c) = parse_statement(&sql[start..])
-            {
-                scan.commands.push(c);
-            }
-        }
+        scan_statement(sql, &mut scan);
         return scan;
     }
     for stmt in split_statements(sql) {
-        let start = skip_space_and_comments(stmt, 0);
-        if start == stmt.len() {
-            continue;
-        }
-        scan.statements += 1;
-        if starts_with_keyword(&stmt[start..])
-            && let Some(c) = parse_statement(&stmt[start..])
-        {
-            scan.commands.push(c);
-        }
+        scan_statement(stmt, &mut scan);
     }
     scan
+}
+
+fn scan_statement(stmt: &[u8], scan: &mut SessionScan) {
+    let start = skip_space_and_comments(stmt, 0);
+    if start == stmt.len() {
+        return;
+    }
+    scan.statements += 1;
+    let stmt = &stmt[start..];
+    if starts_with_keyword(stmt) {
+        scan.commands.extend(parse_statement(stmt));
+    } else {
+        set_config_calls(stmt, &mut scan.commands);
+    }
+}
+
+/// `set_config('name', 'value', false)` calls with literal arguments, wherever they appear
+/// in a statement (`SELECT set_config(…)` is how many drivers set a session value). Calls
+/// with `is_local = true`, or with arguments that are not literals, are not tracked.
+fn set_config_calls(stmt: &[u8], out: &mut Vec<SessionCommand>) {
+    for finder in [&*SET_CONFIG_LOWER, &*SET_CONFIG_UPPER] {
+        for at in finder.find_iter(stmt) {
+            let mut w = Words {
+                sql: stmt,
+                pos: at + b"set_config".len(),
+            };
+            if let Some(cmd) = parse_set_config_args(&mut w) {
+                out.push(cmd);
+            }
+        }
+    }
+}
+
+static SET_CONFIG_LOWER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"set_config"));
+static SET_CONFIG_UPPER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"SET_CONFIG"));
+
+fn parse_set_config_args(w: &mut Words<'_>) -> Option<SessionCommand> {
+    w.punct(b'(')?;
+    let name = w.string_literal()?;
+    w.punct(b',')?;
+    let value = w.string_literal()?;
+    w.punct(b',')?;
+    let is_local = match w.next()?.as_str() {
+        "false" => false,
+        "true" => true,
+        _ => return None,
+    };
+    w.punct(b')')?;
+    (!is_local).then(|| SessionCommand::SetConfig {
+        name: name.to_ascii_lowercase(),
+        value,
+    })
 }
 
 /// True when no `;` is followed by anything but whitespace and more `;`: the common shape
@@ -250,6 +292,27 @@ impl<'a> Words<'a> {
         }
         self.pos += len;
         Some(String::from_utf8_lossy(&s[..len]).to_ascii_lowercase())
+    }
+
+    /// Consumes `c` (after whitespace and comments), or fails.
+    fn punct(&mut self, c: u8) -> Option<()> {
+        self.pos = skip_space_and_comments(self.sql, self.pos);
+        (self.sql.get(self.pos) == Some(&c)).then(|| self.pos += 1)
+    }
+
+    /// A standard `'…'` literal, with `''` for a quote.
+    fn string_literal(&mut self) -> Option<String> {
+        self.pos = skip_space_and_comments(self.sql, self.pos);
+        if self.sql.get(self.pos) != Some(&b'\'') {
+            return None;
+        }
+        let end = skip_quoted(self.sql, self.pos);
+        let inner = self.sql.get(self.pos + 1..end.checked_sub(1)?)?;
+        if self.sql.get(end - 1) != Some(&b'\'') || end - 1 <= self.pos {
+            return None;
+        }
+        self.pos = end;
+        Some(String::from_utf8_lossy(inner).replace("''", "'"))
     }
 
     /// A setting name: `word` or `word.word`.
@@ -447,6 +510,27 @@ mod tests {
             cmds("deallocate all"),
             vec![SessionCommand::Deallocate { name: None }]
         );
+    }
+
+    #[test]
+    fn set_config_calls_with_literals() {
+        let sc = |n: &str, v: &str| SessionCommand::SetConfig {
+            name: n.into(),
+            value: v.into(),
+        };
+        assert_eq!(
+            cmds("select set_config('app.tenant_id', '42', false)"),
+            vec![sc("app.tenant_id", "42")]
+        );
+        assert_eq!(
+            cmds("SELECT SET_CONFIG( 'search_path' , 'a, b''c', FALSE ), 1"),
+            vec![sc("search_path", "a, b'c")]
+        );
+        assert_eq!(cmds("select set_config('x', '1', true)"), vec![]);
+        assert_eq!(cmds("select set_config($1, $2, false)"), vec![]);
+        assert_eq!(cmds("select set_config('x', '1'"), vec![]);
+        assert_eq!(cmds("select set_config('x', ''"), vec![]);
+        assert_eq!(cmds("select 'set_config'"), vec![]);
     }
 
     #[test]

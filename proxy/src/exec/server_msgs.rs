@@ -195,6 +195,10 @@ impl Session<'_> {
                 conn.gucs
                     .set(name, crate::gucs::GucValue::Raw(value.clone()));
             }
+            SessionCommand::SetConfig { name, value } => {
+                conn.gucs
+                    .set(name, crate::gucs::GucValue::Str(value.clone()));
+            }
             SessionCommand::Reset { name } => {
                 conn.gucs.remove(name);
                 self.gucs_dirty |= self.session.gucs.get(name).is_some();

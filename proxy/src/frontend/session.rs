@@ -107,6 +107,9 @@ impl ClientSession {
             SessionCommand::Set { name, value } => {
                 self.gucs.set(name, GucValue::Raw(value.clone()));
             }
+            SessionCommand::SetConfig { name, value } => {
+                self.gucs.set(name, GucValue::Str(value.clone()));
+            }
             SessionCommand::Reset { name } => match self.startup.get(name) {
                 Some(v) => self.gucs.set(name, v.clone()),
                 None => self.gucs.remove(name),
