@@ -6,6 +6,7 @@
 //! - [`backend`]: the shard side: server connections, their login, pools.
 //! - [`exec`]: moving a client's statements to a server and the replies back.
 //! - [`classify`]: pure statement inspection (session commands, later shard keys).
+//! - [`router`]: pure routing: where a statement goes, given the shard map.
 //! - [`gucs`]: session settings and replaying them on pooled server connections.
 //! - [`config`]: the configuration file.
 //!
@@ -18,6 +19,7 @@ pub mod config;
 pub mod exec;
 pub mod frontend;
 pub mod gucs;
+pub mod router;
 mod server;
 pub mod wire;
 
