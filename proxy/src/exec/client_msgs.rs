@@ -352,7 +352,7 @@ impl Session<'_> {
         {
             server.conn_mut().broken = true;
         }
-        self.pending_cmds.extend(commands);
+        self.settings.note(commands);
     }
 
     pub(super) fn undo(&mut self, undo: Undo) {

@@ -9,6 +9,7 @@ mod client_msgs;
 pub mod replies;
 mod server_msgs;
 mod session;
+mod settings;
 mod wakers;
 
 use std::sync::Arc;

@@ -113,72 +113,22 @@ impl Session<'_> {
             btag::COPY_IN => self.copy_in = true,
             btag::ERROR_RESPONSE => {
                 self.copy_in = false;
-                self.error_since_ready = true;
+                self.settings.on_error();
             }
             btag::COMMAND_COMPLETE => {
                 self.copy_in = false;
-                if !self.txn_cmds.is_empty() || !self.pending_cmds.is_empty() {
-                    // ROLLBACK TO also says ROLLBACK; only the last one before an idle
-                    // ReadyForQuery decides, and by then it is the transaction's end.
-                    match wire::decode_command_tag(body) {
-                        b"COMMIT" => self.txn_end = Some(true),
-                        b"ROLLBACK" => self.txn_end = Some(false),
-                        _ => {}
-                    }
+                if self.settings.is_tracking() {
+                    self.settings.on_command_tag(wire::decode_command_tag(body));
                 }
             }
             btag::READY_FOR_QUERY if fx.ready => {
                 let status = body.first().copied().unwrap_or(b'I');
                 self.session.txn_status = status;
-                self.on_ready(status);
+                for cmd in self.settings.on_ready(status) {
+                    self.apply_on_both(&cmd);
+                }
             }
             _ => {}
-        }
-    }
-
-    /// A ReadyForQuery for the client: session commands since the last one join the open
-    /// transaction's (savepoints applied) if nothing failed; once the session is idle
-    /// again they take effect, unless the transaction ended in a rollback or an error.
-    fn on_ready(&mut self, status: u8) {
-        let failed = std::mem::take(&mut self.error_since_ready);
-        let pending = std::mem::take(&mut self.pending_cmds);
-        let ended = self.txn_end.take();
-        if !failed {
-            for cmd in pending {
-                self.fold_into_transaction(cmd);
-            }
-        }
-        if status != b'I' {
-            return;
-        }
-        let cmds = std::mem::take(&mut self.txn_cmds);
-        self.savepoints.clear();
-        if failed || ended == Some(false) {
-            return;
-        }
-        for cmd in &cmds {
-            self.apply_on_both(cmd);
-        }
-    }
-
-    fn fold_into_transaction(&mut self, cmd: SessionCommand) {
-        let find = |sp: &[(String, usize)], name: &str| sp.iter().rposition(|(n, _)| n == name);
-        match cmd {
-            SessionCommand::Savepoint { name } => {
-                self.savepoints.push((name, self.txn_cmds.len()));
-            }
-            SessionCommand::RollbackTo { name } => {
-                if let Some(i) = find(&self.savepoints, &name) {
-                    self.txn_cmds.truncate(self.savepoints[i].1);
-                    self.savepoints.truncate(i + 1);
-                }
-            }
-            SessionCommand::Release { name } => {
-                if let Some(i) = find(&self.savepoints, &name) {
-                    self.savepoints.truncate(i);
-                }
-            }
-            other => self.txn_cmds.push(other),
         }
     }
 

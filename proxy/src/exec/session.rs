@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::ExecContext;
 use super::cancel::CancelHandle;
 use super::replies::{Expect, Mode, Replies, Unit};
+use super::settings::SettingsTracker;
 use super::wakers::SessionWakers;
 use crate::backend::{BackendError, Pooled};
 use crate::classify::SessionCommand;
@@ -55,16 +56,8 @@ pub(super) struct Session<'a> {
     pub(super) copy_in: bool,
     /// No server could be had: answer the client's messages with nothing until its Sync.
     pub(super) failed_until_sync: bool,
-    /// Session commands sent since the last ReadyForQuery; they take effect if it succeeds.
-    pub(super) pending_cmds: Vec<SessionCommand>,
-    /// Session commands of the open transaction; they take effect if it commits.
-    pub(super) txn_cmds: Vec<SessionCommand>,
-    pub(super) error_since_ready: bool,
-    /// How the last transaction-ending command since the last ReadyForQuery ended it
-    /// (true: COMMIT), watched only while session commands are pending.
-    pub(super) txn_end: Option<bool>,
-    /// Savepoints of the open transaction: name and how many `txn_cmds` preceded it.
-    pub(super) savepoints: Vec<(String, usize)>,
+    /// Which session commands took effect.
+    pub(super) settings: SettingsTracker,
     /// Session commands of the last unnamed Parse, noted when a Bind runs it.
     pub(super) unnamed_cmds: Vec<SessionCommand>,
     /// The session's settings changed under a held server connection in a way the server
@@ -99,11 +92,7 @@ pub async fn run(
         needs_sync: false,
         copy_in: false,
         failed_until_sync: false,
-        pending_cmds: Vec::new(),
-        txn_cmds: Vec::new(),
-        error_since_ready: false,
-        txn_end: None,
-        savepoints: Vec::new(),
+        settings: SettingsTracker::default(),
         unnamed_cmds: Vec::new(),
         gucs_dirty: false,
         cancel: ctx.cancels.register(),
