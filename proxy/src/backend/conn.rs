@@ -38,6 +38,8 @@ pub struct ServerConn {
     /// Proxy statement ids prepared here, with a use counter for least-recently-used eviction.
     pub(crate) prepared: HashMap<u64, u64>,
     pub(crate) use_tick: u64,
+    /// The proxy statement in this connection's unnamed statement slot, if known.
+    pub(crate) unnamed: Option<u64>,
     /// A session-mode client left; run `DISCARD ALL` before the next client.
     pub(crate) needs_reset: bool,
     /// Returned in an unknown protocol state: close instead of pooling.
@@ -90,6 +92,7 @@ impl ServerConn {
             gucs: Gucs::default(),
             prepared: HashMap::new(),
             use_tick: 0,
+            unnamed: None,
             needs_reset: false,
             broken: false,
             idle_sweeps: 0,

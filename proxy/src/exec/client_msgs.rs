@@ -1,19 +1,40 @@
-//! Client messages on their way to the server: validated, named statements renamed to the
-//! proxy's names (and re-prepared where this server connection lacks them), and session
-//! commands noted so they follow the client to its next server connection.
+//! Client messages on their way to a server. Each message is first planned (validated,
+//! answered by the proxy where it can be, and told which server it needs), then the loop
+//! lends that server if needed, then the message is sent with the bookkeeping its replies
+//! need. Planning and sending are synchronous; only lending a server waits.
 
-use bytes::{Buf, Bytes, BytesMut};
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
 
 use super::replies::{Expect, Mode, Undo, Unit};
 use super::session::{Session, SessionEnd};
 use crate::classify::{SessionCommand, SessionScan, scan_session_commands};
 use crate::frontend::{ClientError, Statement};
-use crate::wire::{self, FrameRef, PgError, tag};
+use crate::wire::{self, BindMsg, FrameRef, PgError, tag};
 
-enum Triage {
+/// What a client message turned out to need.
+pub(super) enum Plan<'a> {
+    /// Answered or dropped by the proxy.
     Done,
     Terminate,
-    Forward(Option<SessionScan>),
+    Query {
+        frame: FrameRef<'a>,
+        scan: SessionScan,
+    },
+    Bind {
+        bind: BindMsg<'a>,
+        stmt: Arc<Statement>,
+    },
+    DescribeStatement {
+        stmt: Arc<Statement>,
+        named: bool,
+    },
+    /// Sent as it is; `unit` says what reply ends it (none for Flush and COPY data).
+    Pass {
+        frame: FrameRef<'a>,
+        unit: Option<Unit>,
+    },
 }
 
 impl Session<'_> {
@@ -42,94 +63,181 @@ impl Session<'_> {
                 bytes: &buf[pos..pos + len],
             };
             pos += len;
-            // Only lending a server connection waits; everything else is synchronous.
-            let scan = match self.triage(frame) {
-                Ok(Triage::Done) => continue,
-                Ok(Triage::Terminate) => break Ok(false),
-                Ok(Triage::Forward(scan)) => scan,
+            let plan = match self.plan(frame) {
+                Ok(Plan::Done) => continue,
+                Ok(Plan::Terminate) => break Ok(false),
+                Ok(plan) => plan,
                 Err(e) => break Err(e),
             };
             if self.server.is_none() {
                 if let Err(e) = self.attach().await {
                     tracing::warn!(error = %e, "no server connection for client");
-                    self.fail_without_server(frame, &e);
+                    self.fail_without_server(&plan, &e);
                     continue;
                 }
             } else if self.gucs_dirty {
                 self.sync_settings();
             }
-            if let Err(e) = self.forward(frame, scan) {
-                break Err(e);
-            }
+            self.send(plan);
         };
         buf.advance(pos);
         self.replies.answer_ready(&mut self.to_client);
         result
     }
 
-    /// Decides what a client message needs: nothing more (answered, or ignored), the end
-    /// of the session, or a server (with the session commands of a simple query).
-    fn triage(&mut self, frame: FrameRef<'_>) -> Result<Triage, SessionEnd> {
-        if frame.tag == tag::TERMINATE {
-            return Ok(Triage::Terminate);
-        }
-        if !is_client_tag(frame.tag) {
-            let msg = format!("unexpected message type {:?}", frame.tag as char);
-            return Err(self.protocol_violation(msg));
-        }
+    /// Validates one message and decides what it needs. Messages the proxy answers itself
+    /// queue their answer behind the replies still due, so the order holds.
+    fn plan<'a>(&mut self, frame: FrameRef<'a>) -> Result<Plan<'a>, SessionEnd> {
+        let bad = |s: &mut Self, e: wire::WireError| s.protocol_violation(e.to_string());
         if self.failed_until_sync {
-            self.answer_failed(frame);
-            return Ok(Triage::Done);
+            return Ok(self.after_local_error(frame));
         }
-        let scan = match frame.tag {
+        let attached = self.server.is_some();
+        Ok(match frame.tag {
+            tag::TERMINATE => Plan::Terminate,
             tag::QUERY => {
-                let sql = wire::decode_query(frame.body())
-                    .map_err(|e| self.protocol_violation(e.to_string()))?;
-                Some(scan_session_commands(sql))
+                let sql = wire::decode_query(frame.body()).map_err(|e| bad(self, e))?;
+                let scan = scan_session_commands(sql);
+                if self.answer_locally(&scan) {
+                    return Ok(Plan::Done);
+                }
+                Plan::Query { frame, scan }
             }
-            _ => None,
-        };
-        if let Some(scan) = &scan
-            && self.answer_locally(scan)
-        {
-            return Ok(Triage::Done);
+            tag::PARSE => self.plan_parse(frame).map_err(|e| bad(self, e))?,
+            tag::BIND => self.plan_bind(frame).map_err(|e| bad(self, e))?,
+            tag::DESCRIBE => self.plan_describe(frame).map_err(|e| bad(self, e))?,
+            tag::CLOSE => self.plan_close(frame).map_err(|e| bad(self, e))?,
+            tag::EXECUTE if attached => Plan::Pass {
+                frame,
+                unit: Some(Unit::Execute),
+            },
+            tag::EXECUTE => self.local_error("34000", "portal does not exist"),
+            tag::SYNC if attached => Plan::Pass {
+                frame,
+                unit: Some(Unit::Sync),
+            },
+            tag::SYNC => self.answer_sync(),
+            tag::FUNCTION_CALL => Plan::Pass {
+                frame,
+                unit: Some(Unit::Query),
+            },
+            tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL if attached => {
+                Plan::Pass { frame, unit: None }
+            }
+            // Nothing lent: a Flush has nothing to flush, and COPY data after a failed COPY
+            // is ignored by Postgres too.
+            tag::FLUSH | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => Plan::Done,
+            other => {
+                let msg = format!("unexpected message type {:?}", other as char);
+                return Err(self.protocol_violation(msg));
+            }
+        })
+    }
+
+    /// Sends a planned message to the lent server.
+    fn send(&mut self, plan: Plan<'_>) {
+        match plan {
+            Plan::Query { frame, scan } => {
+                self.note_commands(scan.commands, scan.statements);
+                self.to_server.extend_from_slice(frame.bytes);
+                self.push(Expect::forward(Unit::Query));
+                // A simple query replaces the server's unnamed statement.
+                self.server_conn().unnamed = None;
+            }
+            Plan::Bind { bind, stmt } => self.send_bind(&bind, &stmt),
+            Plan::DescribeStatement { stmt, named } => {
+                let name = self.ensure_prepared(&stmt, named);
+                wire::encode_describe(&mut self.to_server, b'S', &name);
+                self.needs_sync = true;
+                self.push(Expect::forward(Unit::Describe));
+            }
+            Plan::Pass { frame, unit } => {
+                self.to_server.extend_from_slice(frame.bytes);
+                match unit {
+                    Some(Unit::Sync) => self.needs_sync = false,
+                    Some(Unit::Query) | None => {}
+                    Some(_) => self.needs_sync = true,
+                }
+                if let Some(unit) = unit {
+                    self.push(Expect::forward(unit));
+                }
+            }
+            Plan::Done | Plan::Terminate => {}
         }
-        if self.server.is_none() && is_copy_tag(frame.tag) {
-            return Ok(Triage::Done); // leftovers of a COPY that failed; Postgres ignores them
-        }
-        Ok(Triage::Forward(scan))
     }
 
     /// Tells the client its stream made no sense and ends the session.
-    fn protocol_violation(&mut self, message: String) -> SessionEnd {
+    pub(super) fn protocol_violation(&mut self, message: String) -> SessionEnd {
         PgError::fatal("08P01", format!("protocol violation: {message}"))
             .encode(&mut self.to_client);
         SessionEnd::Client(ClientError::Protocol(message))
     }
 
-    /// Answers a message the way Postgres would after an error, when no server could be had:
-    /// nothing until Sync, then ReadyForQuery.
-    fn answer_failed(&mut self, frame: FrameRef<'_>) {
-        if frame.tag == tag::SYNC {
-            self.failed_until_sync = false;
-            wire::encode_ready_for_query(&mut self.to_client, self.session.txn_status);
-        }
+    /// An error the proxy raises in place of a server's, with Postgres's extended-protocol
+    /// rule: everything up to the next Sync is then ignored.
+    pub(super) fn local_error<'a>(&mut self, code: &'static str, message: &str) -> Plan<'a> {
+        let mut answer = BytesMut::new();
+        PgError::error(code, message).encode(&mut answer);
+        self.answer(Unit::Execute, answer);
+        self.failed_until_sync = true;
+        Plan::Done
     }
 
-    fn fail_without_server(&mut self, frame: FrameRef<'_>, e: &crate::backend::BackendError) {
-        PgError::error(e.sqlstate(), e.to_string()).encode(&mut self.to_client);
-        match frame.tag {
-            tag::QUERY | tag::FUNCTION_CALL | tag::SYNC => {
-                wire::encode_ready_for_query(&mut self.to_client, self.session.txn_status);
-            }
-            _ => self.failed_until_sync = true,
+    /// After a local error: messages are dropped until Sync, which gets its ReadyForQuery
+    /// from the lent server (if any, so its state stays in step) or from the proxy.
+    fn after_local_error<'a>(&mut self, frame: FrameRef<'a>) -> Plan<'a> {
+        if frame.tag != tag::SYNC {
+            return Plan::Done;
         }
+        self.failed_until_sync = false;
+        if self.server.is_some() {
+            return Plan::Pass {
+                frame,
+                unit: Some(Unit::Sync),
+            };
+        }
+        self.answer_sync()
+    }
+
+    fn answer_sync<'a>(&mut self) -> Plan<'a> {
+        let mut answer = BytesMut::new();
+        wire::encode_ready_for_query(&mut answer, self.session.txn_status);
+        self.answer(Unit::Sync, answer);
+        Plan::Done
+    }
+
+    /// Queues a reply the proxy makes itself.
+    pub(super) fn answer(&mut self, unit: Unit, bytes: BytesMut) {
+        self.push(Expect {
+            unit,
+            mode: Mode::Answer(bytes.freeze()),
+            undo: Undo::default(),
+        });
+    }
+
+    fn fail_without_server(&mut self, plan: &Plan<'_>, e: &crate::backend::BackendError) {
+        let mut answer = BytesMut::new();
+        PgError::error(e.sqlstate(), e.to_string()).encode(&mut answer);
+        let ends_with_ready = matches!(
+            plan,
+            Plan::Query { .. }
+                | Plan::Pass {
+                    unit: Some(Unit::Query),
+                    ..
+                }
+        );
+        if ends_with_ready {
+            wire::encode_ready_for_query(&mut answer, self.session.txn_status);
+        } else {
+            self.failed_until_sync = true;
+        }
+        self.answer(Unit::Query, answer);
     }
 
     /// Statements the proxy answers without a server: `DEALLOCATE` of a statement it
     /// manages (servers know it by another name), and `DISCARD ALL` between transactions
     /// (no server is lent then, and the proxy's record of the session is all there is to
-    /// discard). Answers queue behind the replies still due, so the order holds.
+    /// discard).
     fn answer_locally(&mut self, scan: &SessionScan) -> bool {
         let [cmd] = scan.commands.as_slice() else {
             return false;
@@ -150,193 +258,15 @@ impl Session<'_> {
         let mut answer = BytesMut::new();
         wire::encode_command_complete(&mut answer, tag);
         wire::encode_ready_for_query(&mut answer, self.session.txn_status);
-        self.push(Expect {
-            unit: Unit::Query,
-            mode: Mode::Answer(answer.freeze()),
-            undo: Undo::default(),
-        });
-        self.replies.answer_ready(&mut self.to_client);
+        self.answer(Unit::Query, answer);
         true
-    }
-
-    /// Sends one message to the lent server, with the bookkeeping its replies need.
-    fn forward(
-        &mut self,
-        frame: FrameRef<'_>,
-        scan: Option<SessionScan>,
-    ) -> Result<(), SessionEnd> {
-        let bad = |s: &mut Self, e: wire::WireError| s.protocol_violation(e.to_string());
-        match frame.tag {
-            tag::QUERY => {
-                let scan = scan.unwrap_or_default();
-                self.note_commands(scan.commands, scan.statements);
-                self.to_server.extend_from_slice(frame.bytes);
-                self.push(Expect::forward(Unit::Query));
-            }
-            tag::PARSE => self.forward_parse(frame).map_err(|e| bad(self, e))?,
-            tag::BIND => self.forward_bind(frame).map_err(|e| bad(self, e))?,
-            tag::DESCRIBE => self.forward_describe(frame).map_err(|e| bad(self, e))?,
-            tag::CLOSE => self.forward_close(frame).map_err(|e| bad(self, e))?,
-            tag::EXECUTE => {
-                self.needs_sync = true;
-                self.to_server.extend_from_slice(frame.bytes);
-                self.push(Expect::forward(Unit::Execute));
-            }
-            tag::SYNC => {
-                self.needs_sync = false;
-                self.to_server.extend_from_slice(frame.bytes);
-                self.push(Expect::forward(Unit::Sync));
-            }
-            tag::FUNCTION_CALL => {
-                self.to_server.extend_from_slice(frame.bytes);
-                self.push(Expect::forward(Unit::Query));
-            }
-            // Flush and COPY data get no reply of their own.
-            _ => self.to_server.extend_from_slice(frame.bytes),
-        }
-        Ok(())
-    }
-
-    fn forward_parse(&mut self, frame: FrameRef<'_>) -> Result<(), wire::WireError> {
-        let parse = wire::decode_parse(frame.body())?;
-        self.needs_sync = true;
-        if parse.name.is_empty() {
-            // Noted when a Bind runs it: a Parse alone changes nothing.
-            self.unnamed_cmds = scan_session_commands(parse.query).commands;
-            self.to_server.extend_from_slice(frame.bytes);
-            self.push(Expect::forward(Unit::Parse));
-            return Ok(());
-        }
-        let stmt = self.ctx.statements.intern(parse.after_name);
-        let client_name = Bytes::copy_from_slice(parse.name);
-        self.session
-            .statements
-            .insert(client_name.clone(), stmt.clone());
-        let conn = self.server.as_mut().expect("attached").conn_mut();
-        if conn.touch_prepared(stmt.id) {
-            let mut answer = BytesMut::new();
-            wire::encode_parse_complete(&mut answer);
-            self.push(Expect {
-                unit: Unit::Parse,
-                mode: Mode::Answer(answer.freeze()),
-                undo: Undo {
-                    server_statement: None,
-                    client_statement: Some(client_name),
-                },
-            });
-            return Ok(());
-        }
-        self.prepare_on_server(&stmt, Mode::Forward, Some(client_name));
-        Ok(())
-    }
-
-    fn forward_bind(&mut self, frame: FrameRef<'_>) -> Result<(), wire::WireError> {
-        let bind = wire::decode_bind(frame.body())?;
-        self.needs_sync = true;
-        let stmt = self.client_statement(bind.statement);
-        let commands = match &stmt {
-            Some(stmt) => stmt.commands.as_slice(),
-            None if bind.statement.is_empty() => self.unnamed_cmds.as_slice(),
-            None => &[],
-        };
-        if !commands.is_empty() {
-            let commands = commands.to_vec();
-            self.note_commands(commands, 1);
-        }
-        match stmt {
-            Some(stmt) => {
-                self.ensure_prepared(&stmt);
-                wire::encode_bind(
-                    &mut self.to_server,
-                    bind.portal,
-                    &stmt.server_name,
-                    bind.after_names,
-                );
-            }
-            None => self.to_server.extend_from_slice(frame.bytes),
-        }
-        self.push(Expect::forward(Unit::Bind));
-        Ok(())
-    }
-
-    fn forward_describe(&mut self, frame: FrameRef<'_>) -> Result<(), wire::WireError> {
-        let (kind, name) = wire::decode_target(frame.body(), "Describe")?;
-        self.needs_sync = true;
-        match self.client_statement(name).filter(|_| kind == b'S') {
-            Some(stmt) => {
-                self.ensure_prepared(&stmt);
-                wire::encode_describe(&mut self.to_server, b'S', &stmt.server_name);
-            }
-            None => self.to_server.extend_from_slice(frame.bytes),
-        }
-        self.push(Expect::forward(Unit::Describe));
-        Ok(())
-    }
-
-    /// Closing a named statement only forgets the client's name for it: the server keeps
-    /// the proxy's statement for the next client that prepares the same text.
-    fn forward_close(&mut self, frame: FrameRef<'_>) -> Result<(), wire::WireError> {
-        let (kind, name) = wire::decode_target(frame.body(), "Close")?;
-        self.needs_sync = true;
-        if kind == b'S' && !name.is_empty() {
-            self.session.statements.remove(name);
-            let mut answer = BytesMut::new();
-            wire::encode_close_complete(&mut answer);
-            self.push(Expect {
-                unit: Unit::Close,
-                mode: Mode::Answer(answer.freeze()),
-                undo: Undo::default(),
-            });
-            return Ok(());
-        }
-        self.to_server.extend_from_slice(frame.bytes);
-        self.push(Expect::forward(Unit::Close));
-        Ok(())
-    }
-
-    fn client_statement(&self, name: &[u8]) -> Option<std::sync::Arc<Statement>> {
-        if name.is_empty() {
-            return None;
-        }
-        self.session.statements.get(name).cloned()
-    }
-
-    /// Prepares `stmt` on the lent server unless it already is, silently (the client did
-    /// not ask for this Parse, so its ParseComplete is dropped; an error still shows).
-    fn ensure_prepared(&mut self, stmt: &Statement) {
-        let conn = self.server.as_mut().expect("attached").conn_mut();
-        if !conn.touch_prepared(stmt.id) {
-            self.prepare_on_server(stmt, Mode::Injected, None);
-        }
-    }
-
-    fn prepare_on_server(&mut self, stmt: &Statement, mode: Mode, client_name: Option<Bytes>) {
-        let cap = self.ctx.prepared_cache;
-        let conn = self.server.as_mut().expect("attached").conn_mut();
-        if let Some(victim) = conn.note_prepared(stmt.id, cap) {
-            wire::encode_close(&mut self.to_server, b'S', format!("sg{victim}").as_bytes());
-            self.push(Expect {
-                unit: Unit::Close,
-                mode: Mode::Injected,
-                undo: Undo::default(),
-            });
-        }
-        wire::encode_parse(&mut self.to_server, &stmt.server_name, &stmt.parse_tail);
-        self.push(Expect {
-            unit: Unit::Parse,
-            mode,
-            undo: Undo {
-                server_statement: Some(stmt.id),
-                client_statement: client_name,
-            },
-        });
     }
 
     /// Remembers session commands until the server says whether they took effect. A
     /// `DISCARD ALL` or `DEALLOCATE ALL` also wipes the server's prepared statements; one in
     /// a multi-statement string leaves the server in a state not worth tracking, so that
     /// connection is closed after this client is done with it.
-    fn note_commands(&mut self, commands: Vec<SessionCommand>, statements: usize) {
+    pub(super) fn note_commands(&mut self, commands: Vec<SessionCommand>, statements: usize) {
         if commands.is_empty() {
             return;
         }
@@ -356,35 +286,21 @@ impl Session<'_> {
     }
 
     pub(super) fn undo(&mut self, undo: Undo) {
-        if let Some(id) = undo.server_statement
-            && let Some(server) = self.server.as_mut()
-        {
-            server.conn_mut().prepared.remove(&id);
+        if let Some(server) = self.server.as_mut() {
+            let conn = server.conn_mut();
+            if let Some(id) = undo.server_statement {
+                conn.prepared.remove(&id);
+            }
+            if undo.server_unnamed {
+                conn.unnamed = None;
+            }
         }
         if let Some(name) = undo.client_statement {
             self.session.statements.remove(&name);
         }
     }
-}
 
-fn is_client_tag(t: u8) -> bool {
-    matches!(
-        t,
-        tag::QUERY
-            | tag::PARSE
-            | tag::BIND
-            | tag::DESCRIBE
-            | tag::EXECUTE
-            | tag::CLOSE
-            | tag::SYNC
-            | tag::FLUSH
-            | tag::FUNCTION_CALL
-            | tag::COPY_DATA
-            | tag::COPY_DONE
-            | tag::COPY_FAIL
-    )
-}
-
-fn is_copy_tag(t: u8) -> bool {
-    matches!(t, tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL)
+    pub(super) fn server_conn(&mut self) -> &mut crate::backend::ServerConn {
+        self.server.as_mut().expect("attached").conn_mut()
+    }
 }

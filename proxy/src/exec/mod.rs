@@ -6,6 +6,7 @@
 
 pub mod cancel;
 mod client_msgs;
+mod extended;
 pub mod replies;
 mod server_msgs;
 mod session;

@@ -67,6 +67,8 @@ pub struct Undo {
     pub server_statement: Option<u64>,
     /// A client statement name whose Parse did not happen.
     pub client_statement: Option<Bytes>,
+    /// The server's unnamed statement is not what the proxy thought.
+    pub server_unnamed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -294,7 +296,7 @@ mod tests {
         let mut r = Replies::default();
         let undo = Undo {
             server_statement: Some(7),
-            client_statement: None,
+            ..Undo::default()
         };
         r.push(Expect {
             unit: Unit::Parse,
@@ -363,7 +365,7 @@ mod tests {
         assert!(fx.client_error && r.is_empty());
         let undo = Undo {
             server_statement: Some(3),
-            client_statement: None,
+            ..Undo::default()
         };
         let skipped = Expect {
             unit: Unit::Parse,

@@ -20,7 +20,6 @@ use super::replies::{Expect, Mode, Replies, Unit};
 use super::settings::SettingsTracker;
 use super::wakers::SessionWakers;
 use crate::backend::{BackendError, Pooled};
-use crate::classify::SessionCommand;
 use crate::config::PoolMode;
 use crate::frontend::{ClientError, ClientSession, ClientStream};
 use crate::gucs::Gucs;
@@ -58,8 +57,6 @@ pub(super) struct Session<'a> {
     pub(super) failed_until_sync: bool,
     /// Which session commands took effect.
     pub(super) settings: SettingsTracker,
-    /// Session commands of the last unnamed Parse, noted when a Bind runs it.
-    pub(super) unnamed_cmds: Vec<SessionCommand>,
     /// The session's settings changed under a held server connection in a way the server
     /// did not follow (RESET to a startup value): replay before the next statement.
     pub(super) gucs_dirty: bool,
@@ -93,7 +90,6 @@ pub async fn run(
         copy_in: false,
         failed_until_sync: false,
         settings: SettingsTracker::default(),
-        unnamed_cmds: Vec::new(),
         gucs_dirty: false,
         cancel: ctx.cancels.register(),
         wakers: None,

@@ -24,7 +24,9 @@ pub struct Statement {
     pub commands: Vec<SessionCommand>,
 }
 
-/// Interns statements by their Parse body so equal statements get one id.
+/// Interns statements by their Parse body so equal statements get one id. Bounded: when
+/// full it starts over, which only costs re-preparing (ids are never reused, so a stale id
+/// can never name another statement).
 #[derive(Debug, Default)]
 pub struct StatementRegistry {
     by_body: Mutex<HashMap<Bytes, Arc<Statement>>>,
@@ -36,6 +38,9 @@ impl StatementRegistry {
         let mut map = crate::lock(&self.by_body);
         if let Some(s) = map.get(parse_tail) {
             return s.clone();
+        }
+        if map.len() >= REGISTRY_CAP {
+            map.clear();
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let tail = Bytes::copy_from_slice(parse_tail);
@@ -59,6 +64,8 @@ impl StatementRegistry {
     }
 }
 
+const REGISTRY_CAP: usize = 20_000;
+
 /// Startup parameters that are not settings.
 const NOT_SETTINGS: [&str; 4] = ["user", "database", "replication", "options"];
 
@@ -71,6 +78,9 @@ pub struct ClientSession {
     pub gucs: Gucs,
     /// The client's named statements by the client's name.
     pub statements: HashMap<Bytes, Arc<Statement>>,
+    /// The client's unnamed statement (its last `Parse ""`), prepared on a server only when
+    /// a Bind or Describe shows where it must run.
+    pub unnamed: Option<Arc<Statement>>,
     /// Transaction status of the last ReadyForQuery the client saw.
     pub txn_status: u8,
 }
@@ -97,6 +107,7 @@ impl ClientSession {
             gucs: startup.clone(),
             startup,
             statements: HashMap::new(),
+            unnamed: None,
             txn_status: b'I',
         }
     }
