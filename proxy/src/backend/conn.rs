@@ -17,6 +17,8 @@ use crate::wire::{self, AuthRequest, btag};
 
 /// Server messages during login are small; a larger one means we are not talking to Postgres.
 const MAX_LOGIN_MESSAGE: usize = 1 << 20;
+/// Result rows can be large; the server frames them, the proxy only bounds them.
+const MAX_RESULT_MESSAGE: usize = 1 << 30;
 
 /// What a CancelRequest for this connection must carry, and where it must go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +109,7 @@ impl ServerConn {
         self.send(shard, &out).await?;
         let mut scram: Option<ScramSha256> = None;
         loop {
-            let frame = self.read_frame(shard).await?;
+            let frame = self.read_frame(shard, MAX_LOGIN_MESSAGE).await?;
             out.clear();
             match frame.tag {
                 btag::AUTHENTICATION => {
@@ -198,11 +200,9 @@ impl ServerConn {
             })
     }
 
-    async fn read_frame(&mut self, shard: &str) -> Result<wire::Frame, BackendError> {
+    async fn read_frame(&mut self, shard: &str, max: usize) -> Result<wire::Frame, BackendError> {
         loop {
-            if let Some(f) =
-                wire::next_frame(&mut self.rbuf, MAX_LOGIN_MESSAGE).map_err(|e| proto(shard, e))?
-            {
+            if let Some(f) = wire::next_frame(&mut self.rbuf, max).map_err(|e| proto(shard, e))? {
                 return Ok(f);
             }
             let n = self
@@ -217,6 +217,38 @@ impl ServerConn {
                 return Err(BackendError::Closed {
                     shard: shard.into(),
                 });
+            }
+        }
+    }
+
+    /// Runs one simple query to completion and returns every reply frame, ReadyForQuery
+    /// included. For the proxy's own work (schema discovery, multi-shard statements), on a
+    /// connection nobody else is using.
+    pub async fn simple_query(
+        &mut self,
+        shard: &str,
+        sql: &str,
+    ) -> Result<Vec<wire::Frame>, BackendError> {
+        let mut out = BytesMut::new();
+        wire::encode_query(&mut out, sql);
+        if let Err(e) = self.send(shard, &out).await {
+            self.broken = true;
+            return Err(e);
+        }
+        let mut frames = Vec::new();
+        loop {
+            let frame = match self.read_frame(shard, MAX_RESULT_MESSAGE).await {
+                Ok(f) => f,
+                Err(e) => {
+                    self.broken = true;
+                    return Err(e);
+                }
+            };
+            let done = frame.tag == btag::READY_FOR_QUERY;
+            frames.push(frame);
+            if done {
+                self.unnamed = None;
+                return Ok(frames);
             }
         }
     }

@@ -5,9 +5,11 @@
 
 mod conn;
 mod pool;
+mod pools;
 
 pub use conn::{BackendKey, ServerConn};
 pub use pool::{Pool, PoolStats, Pooled};
+pub use pools::{PoolSettings, Pools};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -30,6 +32,8 @@ pub enum BackendError {
         shard: String,
         source: std::io::Error,
     },
+    #[error("shard {shard}: {message}")]
+    Config { shard: String, message: String },
     #[error("shard {shard}: protocol error: {source}")]
     Protocol {
         shard: String,
@@ -44,6 +48,7 @@ impl BackendError {
         match self {
             BackendError::Connect { .. } | BackendError::ConnectTimeout { .. } => "08001",
             BackendError::Login { .. } => "08004",
+            BackendError::Config { .. } => "08001",
             BackendError::PoolTimeout { .. } => "53300",
             BackendError::Closed { .. }
             | BackendError::Io { .. }

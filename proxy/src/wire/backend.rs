@@ -260,6 +260,41 @@ pub fn encode_close_complete(out: &mut BytesMut) {
     put_msg(out, btag::CLOSE_COMPLETE, |_| {});
 }
 
+/// Type OID of `text`, the type of every column the proxy produces itself.
+pub const TEXT_OID: u32 = 25;
+
+/// A RowDescription of text columns in text format.
+pub fn encode_text_row_description(out: &mut BytesMut, columns: &[&str]) {
+    put_msg(out, btag::ROW_DESCRIPTION, |b| {
+        b.put_i16(columns.len() as i16);
+        for name in columns {
+            put_cstr(b, name.as_bytes());
+            b.put_u32(0); // table oid
+            b.put_i16(0); // column number
+            b.put_u32(TEXT_OID);
+            b.put_i16(-1); // type size: variable
+            b.put_i32(-1); // type modifier
+            b.put_i16(0); // text format
+        }
+    });
+}
+
+/// A DataRow of text values; `None` is NULL.
+pub fn encode_data_row(out: &mut BytesMut, values: &[Option<&str>]) {
+    put_msg(out, btag::DATA_ROW, |b| {
+        b.put_i16(values.len() as i16);
+        for v in values {
+            match v {
+                Some(v) => {
+                    b.put_i32(v.len() as i32);
+                    b.put_slice(v.as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
