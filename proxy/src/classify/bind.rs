@@ -307,3 +307,7 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "bind_tests.rs"]
+mod tests;

@@ -118,3 +118,7 @@ impl Classifier {
         self.cache.len()
     }
 }
+
+#[cfg(test)]
+#[path = "classifier_tests.rs"]
+mod tests;

@@ -399,24 +399,26 @@ impl Walker<'_> {
             return None;
         }
         match e {
-            Expr::BinaryOp { left, op, right } => match op {
-                BinaryOperator::And => {
-                    match (self.pins(left, depth + 1), self.pins(right, depth + 1)) {
-                        (Some(mut a), Some(b)) => {
-                            union(&mut a, b);
-                            Some(a)
-                        }
-                        (a, b) => a.or(b),
+            Expr::BinaryOp {
+                op: op @ (BinaryOperator::And | BinaryOperator::Or),
+                ..
+            } => {
+                let mut out: Option<Vec<Pin>> = None;
+                for operand in flatten(e, op) {
+                    match (self.pins(operand, depth + 1), op) {
+                        (Some(p), _) => union(out.get_or_insert_with(Vec::new), p),
+                        // An AND is pinned by any of its operands; an OR needs all of them.
+                        (None, BinaryOperator::And) => {}
+                        (None, _) => return None,
                     }
                 }
-                BinaryOperator::Or => {
-                    let mut a = self.pins(left, depth + 1)?;
-                    union(&mut a, self.pins(right, depth + 1)?);
-                    Some(a)
-                }
-                BinaryOperator::Eq => self.equality(left, right),
-                _ => None,
-            },
+                out
+            }
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::Eq,
+                right,
+            } => self.equality(left, right),
             Expr::IsNotDistinctFrom(left, right) => self.equality(left, right),
             Expr::Nested(inner) => self.pins(inner, depth + 1),
             Expr::InList {
@@ -450,8 +452,7 @@ impl Walker<'_> {
 
     /// The right side of `key = ANY(…)`: an ARRAY[…] of values, or one array value.
     fn any_of(&self, e: &Expr) -> Option<Vec<Pin>> {
-        match e {
-            Expr::Nested(inner) | Expr::Cast { expr: inner, .. } => self.any_of(inner),
+        match unwrap_casts(e) {
             Expr::Array(a) => a
                 .elem
                 .iter()
@@ -463,9 +464,8 @@ impl Walker<'_> {
 
     /// A literal or parameter, possibly cast (`'…'::uuid`, `$1::bigint`).
     fn value(&self, e: &Expr) -> Option<ValueRef> {
-        match e {
+        match unwrap_casts(e) {
             Expr::Value(v) => self.values.value_ref(v),
-            Expr::Cast { expr, .. } | Expr::Nested(expr) => self.value(expr),
             Expr::TypedString(t) => self.values.value_ref(&t.value),
             _ => None,
         }
@@ -505,6 +505,31 @@ impl Walker<'_> {
     fn is_cte_str(&self, name: &str) -> bool {
         self.ctes.iter().any(|c| c.eq_ignore_ascii_case(name))
     }
+}
+
+/// `e` without the casts and parentheses around it (a loop: `x::a::b::…` chains are deep).
+fn unwrap_casts(mut e: &Expr) -> &Expr {
+    while let Expr::Cast { expr: inner, .. } | Expr::Nested(inner) = e {
+        e = inner;
+    }
+    e
+}
+
+/// The operands of a chain of one operator (`a AND b AND c`), without recursion: long
+/// generated chains parse into trees as deep as they are long.
+fn flatten<'e>(e: &'e Expr, op: &BinaryOperator) -> Vec<&'e Expr> {
+    let mut out = Vec::new();
+    let mut todo = vec![e];
+    while let Some(e) = todo.pop() {
+        match e {
+            Expr::BinaryOp { left, op: o, right } if o == op => {
+                todo.push(right);
+                todo.push(left);
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[derive(Default)]

@@ -33,7 +33,18 @@ pub(crate) struct Lexed<'a> {
     pub max_param: u32,
     /// The value of the first `/* key_column=value */` comment.
     pub comment_key: Option<String>,
+    /// Some run of tokens is long enough to parse into an expression tree deep enough to
+    /// overflow a thread's stack when dropped (`a+a+a+…`): such a statement is not parsed.
+    pub too_deep: bool,
 }
+
+/// The most tokens one bracket level may hold between commas before a statement counts as
+/// too deep to parse. A chain of binary operators nests one level per operator (two tokens);
+/// dropping ~20k levels overflows a 2 MiB stack in a debug build, so this leaves headroom.
+const MAX_RUN_TOKENS: u32 = 16_000;
+
+/// Bracket levels tracked separately; deeper ones share the last counter (overcounting).
+const RUN_LEVELS: usize = 48;
 
 /// Lexes every non-empty statement of `sql`.
 pub(crate) fn lex<'a>(sql: &'a [u8], key_column: &str) -> Vec<Lexed<'a>> {
@@ -98,6 +109,9 @@ struct StmtLexer<'a, 'k> {
     lexed: Lexed<'a>,
     /// Whitespace or a comment was skipped since the last token.
     space: bool,
+    /// Tokens since the last comma, per bracket level (see `MAX_RUN_TOKENS`).
+    runs: [u32; RUN_LEVELS],
+    level: usize,
 }
 
 impl<'a, 'k> StmtLexer<'a, 'k> {
@@ -116,8 +130,11 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
                 base,
                 max_param: 0,
                 comment_key: None,
+                too_deep: false,
             },
             space: false,
+            runs: [0; RUN_LEVELS],
+            level: 0,
         }
     }
 
@@ -153,6 +170,7 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
                 _ if is_ident_start(b) => self.ident(),
                 _ => {
                     self.emit(&sql[self.pos..self.pos + 1]);
+                    self.bracket(b);
                     self.pos += 1;
                 }
             }
@@ -172,6 +190,24 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
         }
         self.space = false;
         self.out.extend_from_slice(bytes);
+        let run = &mut self.runs[self.level];
+        *run += 1;
+        if *run > MAX_RUN_TOKENS {
+            self.lexed.too_deep = true;
+        }
+    }
+
+    /// Tracks bracket levels and comma-separated items for `too_deep`.
+    fn bracket(&mut self, b: u8) {
+        match b {
+            b'(' | b'[' => {
+                self.level = (self.level + 1).min(RUN_LEVELS - 1);
+                self.runs[self.level] = 0;
+            }
+            b')' | b']' => self.level = self.level.saturating_sub(1),
+            b',' => self.runs[self.level] = 0,
+            _ => {}
+        }
     }
 
     fn push_literal(&mut self, at: usize, text: String, quoted: bool) {
@@ -636,6 +672,16 @@ mod tests {
         assert_eq!(one("select $a$ abc").normalized, "select $a$ abc");
         assert_eq!(one("select /* abc").normalized, "select");
         assert_eq!(one("select E'ab\\").normalized, "select E'ab\\");
+    }
+
+    #[test]
+    fn long_runs_are_too_deep_but_long_lists_are_not() {
+        let chain = vec!["a"; 9000].join(" + ");
+        assert!(one(&format!("select {chain}")).too_deep);
+        let list = vec!["(1, 'a', $1::int)"; 20_000].join(", ");
+        assert!(!one(&format!("insert into t values {list}")).too_deep);
+        let parens = vec!["(a)"; 9000].join(" + ");
+        assert!(one(&format!("select {parens}")).too_deep);
     }
 
     #[test]

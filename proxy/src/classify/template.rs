@@ -121,6 +121,9 @@ pub struct Template {
 /// Parses a lexed statement into its template. Never fails: what the parser refuses gets a
 /// kind from its first word and no key.
 pub(crate) fn build(l: &Lexed<'_>, text: Arc<str>, key_column: &str) -> Template {
+    if l.too_deep {
+        return unparsed(text, l);
+    }
     let values = ValueMap::Placeholders {
         base: l.base,
         count: l.literals.len(),
