@@ -121,7 +121,7 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
             start,
             pos: start,
             key_column,
-            out: Vec::with_capacity((sql.len() - start).min(4096) + 8),
+            out: Vec::with_capacity((sql.len() - start).min(1024) + 8),
             lexed: Lexed {
                 raw: &[],
                 normalized: String::new(),
