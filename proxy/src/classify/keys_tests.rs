@@ -348,11 +348,12 @@ fn negative_shapes() {
 
 #[test]
 fn literals_the_placeholder_form_cannot_parse() {
-    // `DATE '…'` and `varchar(10)` refuse placeholders: the original text is parsed.
-    let sql = "select * from orders where created > date '2020-01-01' and tenant_id = 5";
+    // Type modifiers (`varchar(10)`) refuse placeholders: the original text is parsed.
+    let sql =
+        "select a::varchar(10) from orders where created > date '2020-01-01' and tenant_id = 5";
     let i = info(sql);
     assert!(i.template.parsed);
-    assert_eq!(i.template.key, KeySpec::One(ValueRef::Literal(1)));
+    assert_eq!(i.template.key, KeySpec::One(ValueRef::Literal(2)));
     assert_eq!(ints(sql), [5]);
     let sql = "select x::varchar(10), 'é' from t\n where\n  tenant_id = 8 and d > date 'x'";
     assert_eq!(info(sql).template.key, KeySpec::One(ValueRef::Literal(2)));
@@ -554,4 +555,47 @@ fn several_statements_in_one_string() {
     );
     assert_eq!(c.statements[1].literals[1].text, "7");
     assert_eq!(c.statements[2].comment_key.as_deref(), Some("8"));
+}
+
+#[test]
+fn orm_shapes_parse_without_the_fallback() {
+    for (sql, want) in [
+        (
+            "SELECT \"app_order\".\"id\", \"app_order\".\"note\" FROM \"app_order\" WHERE (\"app_order\".\"tenant_id\" = 42 AND \"app_order\".\"id\" = 7) LIMIT 21",
+            KeySpec::One(ValueRef::Literal(0)),
+        ),
+        (
+            "SELECT \"orders\".* FROM \"orders\" WHERE \"orders\".\"tenant_id\" = $1 LIMIT $2",
+            KeySpec::One(ValueRef::Param(1)),
+        ),
+        (
+            "select o1_0.id,o1_0.note from orders o1_0 where o1_0.tenant_id=$1 and o1_0.id=$2",
+            KeySpec::One(ValueRef::Param(1)),
+        ),
+        (
+            "INSERT INTO \"orders\" (\"tenant_id\",\"note\",\"created_at\") VALUES ($1,$2,$3) RETURNING \"id\"",
+            KeySpec::Rows(vec![ValueRef::Param(1)]),
+        ),
+        (
+            "UPDATE \"orders\" SET \"note\" = $1, \"updated_at\" = $2 WHERE \"orders\".\"id\" = $3 AND \"orders\".\"tenant_id\" = $4",
+            KeySpec::One(ValueRef::Param(4)),
+        ),
+        (
+            "SELECT COUNT(*) AS \"__count\" FROM \"orders\" WHERE \"orders\".\"tenant_id\" IN (1, 2, 3)",
+            KeySpec::AnyOf(vec![
+                ValueRef::Literal(0),
+                ValueRef::Literal(1),
+                ValueRef::Literal(2),
+            ]),
+        ),
+        (
+            "select * from orders where tenant_id = 5 order by created_at desc limit 10 offset 20",
+            KeySpec::One(ValueRef::Literal(0)),
+        ),
+    ] {
+        let t = info(sql).template;
+        assert!(t.parsed, "{sql}");
+        assert_eq!(t.key, want, "{sql}");
+        assert_eq!(t.tables.len(), 1, "{sql}");
+    }
 }

@@ -23,8 +23,8 @@
 //! How it works: a hand-written lexer ([`lexer`]) splits the string into statements and
 //! replaces every literal with a placeholder `$n` numbered above the statement's own
 //! parameters; the resulting normalized text is the cache key. On a miss, `sqlparser` parses
-//! the normalized text (or, when a literal cannot be a placeholder, as in `DATE '…'` or
-//! `varchar(10)`, the original text, whose literals are then found by position) and
+//! the normalized text (or, when a literal cannot be a placeholder, as in `varchar(10)`,
+//! the original text, whose literals are then found by position) and
 //! [`keys`] walks the AST for the key (see its doc for the rules that keep it safe: when in
 //! doubt, no key, never a wrong one). Statements the parser refuses get a kind from their
 //! first word and no key. The cache ([`cache`]) is bounded and shared; a hit costs one lex

@@ -131,8 +131,9 @@ pub(crate) fn build(l: &Lexed<'_>, text: Arc<str>, key_column: &str) -> Template
     if let Some(stmt) = parse_one(&text) {
         return from_statement(&stmt, text, key_column, &values, l);
     }
-    // Some literals cannot be placeholders (`DATE '…'`, `varchar(10)`, `INTERVAL '1' DAY`):
-    // parse the statement as written and find its literals by position instead.
+    // Some literals cannot be placeholders (type modifiers: `varchar(10)`, `numeric(10, 2)`;
+    // adjacent string constants): parse the statement as written and find its literals by
+    // position instead.
     if let Ok(raw) = std::str::from_utf8(l.raw) {
         if let Some(stmt) = parse_one(raw) {
             let values = ValueMap::Spans(line_columns(l.raw, &l.offsets));
@@ -395,5 +396,47 @@ impl Visitor for TableCollector {
             self.names.push(r.clone());
         }
         ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::lexer::lex;
+
+    /// Common shapes parse with placeholders (one parse per miss); the literal forms that
+    /// cannot be placeholders go through the second parse of the original text.
+    #[test]
+    fn which_shapes_need_the_fallback_parse() {
+        let normalized_parses = |sql: &str| {
+            let l = lex(sql.as_bytes(), "tenant_id").pop().unwrap();
+            parse_one(&l.normalized).is_some()
+        };
+        for sql in [
+            "select * from orders where tenant_id = 42 and note = 'x' limit 10 offset 5",
+            "insert into t (tenant_id, a) values (1, 'a'), (2, E'b') on conflict do nothing",
+            "update t set a = 'x'::uuid, b = interval '1 day' where tenant_id = any(array[1, 2])",
+            "select * from t where tenant_id in (1, 2) and x = $$y$$ and d > now() - interval '1' day",
+            "set statement_timeout = 5000",
+            "select * from t where d > date '2020-01-01' fetch first 10 rows only",
+        ] {
+            assert!(normalized_parses(sql), "{sql}");
+        }
+        for sql in [
+            "select x::varchar(10) from t where tenant_id = 1",
+            "create table t (a varchar(10), b numeric(10, 2))",
+            "alter table t alter column a type bit(3)",
+        ] {
+            assert!(!normalized_parses(sql), "{sql}");
+            let l = lex(sql.as_bytes(), "tenant_id").pop().unwrap();
+            let text: Arc<str> = l.normalized.as_str().into();
+            assert!(build(&l, text, "tenant_id").parsed, "{sql}");
+        }
+    }
+
+    #[test]
+    fn line_columns_count_characters() {
+        let raw = "a\n é 'x'\n\t42".as_bytes();
+        assert_eq!(line_columns(raw, &[0, 6, 11]), [(1, 1), (2, 4), (3, 2)]);
     }
 }
