@@ -249,3 +249,34 @@ fn chains_just_under_the_limit_parse_and_drop_on_a_small_stack() {
         }
     });
 }
+
+#[test]
+fn the_classifier_is_shared_across_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Classifier>();
+    shared::<StatementInfo>();
+    let c = Arc::new(classifier(100));
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for i in 0..500 {
+                    let sql = format!("select * from t{} where tenant_id = {i}", i % 7);
+                    let s = c.classify(sql.as_bytes());
+                    let want = KeyValues::Keys(vec![shardgate_catalog::TenantKey::Int(i)]);
+                    assert_eq!(
+                        s.statements[0].keys(None, KeyType::Bigint).unwrap(),
+                        want,
+                        "{t}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (hits, misses) = c.cache_stats();
+    assert_eq!(hits + misses, 2000);
+    assert!(misses <= 28, "{misses}");
+}
