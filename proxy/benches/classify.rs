@@ -1,0 +1,106 @@
+//! Statement classification micro-benchmark.
+//!
+//! Run: `cargo bench -p shardgate --bench classify` (200k timed iterations per case; prints
+//! p50/p99/mean per call). Under `cargo test --benches` it runs a few iterations only, as a
+//! smoke test. Targets: cached p50 ≤ 2 µs, uncached p50 ≤ 25 µs.
+//!
+//! Measured on the 2-core development machine (release profile, one thread):
+//! cached SELECT + resolve p50 0.40 µs / p99 0.73 µs; with a Bind to parse 0.41 / 0.71 µs;
+//! uncached SELECT p50 11 µs / p99 23 µs; uncached 2-row INSERT p50 16 µs / p99 27 µs.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use shardgate::classify::{BindParams, Classifier, ClassifyConfig, KeyType, KeyValues};
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let iters = if full { 200_000 } else { 200 };
+    println!("classify micro-benchmark, {iters} iterations per case (ns per call)");
+
+    let c = Classifier::new(ClassifyConfig::default(), 10_000);
+    let sql = b"select * from orders where tenant_id = 42 and id = 7";
+    run("cached SELECT, literal key + resolve", iters, |_| {
+        let s = c.classify(black_box(sql));
+        let k = s.statements[0].keys(None, KeyType::Bigint).unwrap();
+        assert!(matches!(k, KeyValues::Keys(ref v) if v.len() == 1));
+        black_box(k);
+    });
+
+    let sql = b"select * from orders where tenant_id = $1 and id = $2";
+    let bind = bind_tail(&[b"42", b"7"]);
+    run(
+        "cached SELECT, $1 key + Bind parse + resolve",
+        iters,
+        |_| {
+            let s = c.classify(black_box(sql));
+            let p = BindParams::parse(black_box(&bind), &[]).unwrap();
+            black_box(s.statements[0].keys(Some(&p), KeyType::Bigint).unwrap());
+        },
+    );
+
+    // Unique shapes (the alias changes; literals alone would share one template).
+    let selects: Vec<String> = (0..iters + WARM_UP)
+        .map(|i| format!("select * from orders o{i} where o{i}.tenant_id = 42 and o{i}.id = 7"))
+        .collect();
+    let c = Classifier::new(ClassifyConfig::default(), 10_000);
+    run("uncached SELECT (parse + template) + resolve", iters, |i| {
+        let s = c.classify(black_box(selects[i].as_bytes()));
+        black_box(s.statements[0].keys(None, KeyType::Bigint).unwrap());
+    });
+    assert_eq!(c.cache_stats().0, 0, "every SELECT must miss");
+
+    let inserts: Vec<String> = (0..iters + WARM_UP)
+        .map(|i| {
+            format!(
+                "insert into orders (tenant_id, id, note_{i}) values (42, 7, 'x'), (43, 8, 'y') returning id"
+            )
+        })
+        .collect();
+    run(
+        "uncached INSERT, 2 rows (parse + template) + resolve",
+        iters,
+        |i| {
+            let s = c.classify(black_box(inserts[i].as_bytes()));
+            black_box(s.statements[0].keys(None, KeyType::Bigint).unwrap());
+        },
+    );
+    assert_eq!(c.cache_stats().0, 0, "every INSERT must miss");
+}
+
+/// Warm-up calls before timing; they use inputs `iters..iters + WARM_UP`.
+const WARM_UP: usize = 1000;
+
+/// Times `f(i)` for `i in 0..iters` after a warm-up; prints p50, p99 and mean.
+fn run(name: &str, iters: usize, mut f: impl FnMut(usize)) {
+    for i in iters..iters + WARM_UP {
+        f(i);
+    }
+    let mut ns = Vec::with_capacity(iters);
+    for i in 0..iters {
+        let t = Instant::now();
+        f(i);
+        ns.push(t.elapsed().as_nanos() as u64);
+    }
+    ns.sort_unstable();
+    let pct = |p: f64| ns[((ns.len() as f64 * p) as usize).min(ns.len() - 1)];
+    let mean = ns.iter().sum::<u64>() / ns.len() as u64;
+    println!(
+        "{name:<52} p50 {:>7}  p99 {:>7}  mean {:>7}",
+        pct(0.50),
+        pct(0.99),
+        mean
+    );
+}
+
+/// A Bind body after the names: all-text parameters, no result formats.
+fn bind_tail(values: &[&[u8]]) -> Vec<u8> {
+    let mut b = vec![0, 0];
+    b.extend_from_slice(&(values.len() as i16).to_be_bytes());
+    for v in values {
+        b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+        b.extend_from_slice(v);
+    }
+    b.extend_from_slice(&[0, 0]);
+    b
+}

@@ -1,0 +1,124 @@
+//! The classifier: lexes a query string, looks each statement's shape up in the template
+//! cache (parsing it on a miss), and hands back the templates with this call's literals.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::cache::TemplateCache;
+use super::lexer::{self, Literal};
+use super::template::{self, Template};
+
+/// The shard key's SQL type. `config::KeyType` maps onto this one-to-one; `classify` does not
+/// import the config so that it stays a leaf module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyType {
+    Bigint,
+    Text,
+    Uuid,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClassifyConfig {
+    /// The shard-key column, as Postgres names it (unquoted identifiers in statements match it
+    /// case-insensitively, quoted ones exactly). Also the name read from key comments.
+    pub key_column: String,
+    pub key_type: KeyType,
+}
+
+impl Default for ClassifyConfig {
+    fn default() -> Self {
+        ClassifyConfig {
+            key_column: "tenant_id".into(),
+            key_type: KeyType::Bigint,
+        }
+    }
+}
+
+/// Shared by all clients of a proxy (`Arc<Classifier>`); `classify` takes `&self`.
+pub struct Classifier {
+    cfg: ClassifyConfig,
+    cache: TemplateCache,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// The statements of one query string, in order (empty statements are left out).
+#[derive(Debug)]
+pub struct Classified {
+    pub statements: Vec<StatementInfo>,
+}
+
+/// One statement: its shared template and this occurrence's values.
+#[derive(Debug, Clone)]
+pub struct StatementInfo {
+    pub template: Arc<Template>,
+    /// This statement's literal values, in the order of the template's placeholders.
+    pub literals: Vec<Literal>,
+    /// The value of a `/* key_column=… */` comment: the highest-precedence key source.
+    pub comment_key: Option<String>,
+}
+
+impl Classifier {
+    /// `capacity`: the most templates kept (0 disables the cache).
+    pub fn new(cfg: ClassifyConfig, capacity: usize) -> Self {
+        Classifier {
+            cfg,
+            cache: TemplateCache::new(capacity),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    pub fn config(&self) -> &ClassifyConfig {
+        &self.cfg
+    }
+
+    /// Classifies a simple-query string (possibly several statements) or one Parse text.
+    /// Never fails: what cannot be understood comes back as `Unparsed` with no key.
+    pub fn classify(&self, sql: &[u8]) -> Classified {
+        let statements = lexer::lex(sql, &self.cfg.key_column)
+            .into_iter()
+            .map(|l| {
+                let template = self.template_for(&l);
+                StatementInfo {
+                    template,
+                    literals: l.literals,
+                    comment_key: l.comment_key,
+                }
+            })
+            .collect();
+        Classified { statements }
+    }
+
+    fn template_for(&self, l: &lexer::Lexed<'_>) -> Arc<Template> {
+        if let Some(t) = self.cache.get(&l.normalized) {
+            // The same text can only mean another numbering if its parameters differ.
+            if t.placeholder_base == l.base {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return t;
+            }
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let text: Arc<str> = Arc::from(l.normalized.as_str());
+        let t = Arc::new(template::build(l, text.clone(), &self.cfg.key_column));
+        self.cache.insert(text, t.clone());
+        t
+    }
+
+    /// Template cache (hits, misses) since start.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Templates held now.
+    pub fn cache_len(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+#[cfg(test)]
+#[path = "classifier_tests.rs"]
+mod tests;

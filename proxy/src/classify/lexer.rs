@@ -1,0 +1,692 @@
+//! The normalizing lexer: one pass over a query string that splits it into statements, pulls
+//! every literal out of each (replacing it with a placeholder parameter), collects the
+//! shard-key comment and collapses whitespace and comments. The normalized text is the cache
+//! key for [`super::Template`]s, so statements that differ only in their literal values (the
+//! common case for ORMs and hand-written apps alike) share one parse.
+//!
+//! It only has to agree with Postgres on token boundaries: anything it does not recognise is
+//! copied into the normalized text unchanged, which costs cache sharing, never correctness.
+//! Placeholders are numbered above the highest `$n` of the statement so that they cannot be
+//! mistaken for the client's own parameters.
+
+/// One literal value of a statement, decoded (`'it''s'` is `it's`, `E'\x41'` is `A`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Literal {
+    pub text: String,
+    /// True for string constants (`'…'`, `E'…'`, `$$…$$`), false for numbers.
+    pub quoted: bool,
+}
+
+/// One statement of a query string, lexed.
+#[derive(Debug)]
+pub(crate) struct Lexed<'a> {
+    /// The statement as written (without its `;`), for the fallback parse.
+    pub raw: &'a [u8],
+    /// Literals replaced by `$base+1, $base+2, …`; comments and runs of whitespace are one space.
+    pub normalized: String,
+    pub literals: Vec<Literal>,
+    /// Where each literal starts in `raw` (byte offset).
+    pub offsets: Vec<usize>,
+    /// Placeholders are numbered from `base + 1`; `base >= max_param`.
+    pub base: u32,
+    /// The highest `$n` (1..=65535) the statement uses; 0 when none.
+    pub max_param: u32,
+    /// The value of the first `/* key_column=value */` comment.
+    pub comment_key: Option<String>,
+    /// Some run of tokens is long enough to parse into an expression tree deep enough to
+    /// overflow a thread's stack when dropped (`a+a+a+…`): such a statement is not parsed.
+    pub too_deep: bool,
+}
+
+/// The most tokens one bracket level may hold between commas before a statement counts as
+/// too deep to parse. A chain of binary operators nests one level per operator (two tokens);
+/// dropping ~20k levels overflows a 2 MiB stack in a debug build, so this leaves headroom.
+const MAX_RUN_TOKENS: u32 = 16_000;
+
+/// Bracket levels tracked separately; deeper ones share the last counter (overcounting).
+const RUN_LEVELS: usize = 48;
+
+/// Lexes every non-empty statement of `sql`.
+pub(crate) fn lex<'a>(sql: &'a [u8], key_column: &str) -> Vec<Lexed<'a>> {
+    let mut out = Vec::with_capacity(1);
+    let mut start = 0;
+    while start < sql.len() {
+        let base = prescan_params(sql, start);
+        let (mut stmt, end) = StmtLexer::new(sql, start, base, key_column).run();
+        if stmt.max_param > stmt.base {
+            // The prescan stops at the first `;`, which may sit inside a string: redo this
+            // statement with a base above every parameter it really uses.
+            stmt = StmtLexer::new(sql, start, stmt.max_param, key_column)
+                .run()
+                .0;
+        }
+        if !stmt.normalized.is_empty() {
+            out.push(stmt);
+        }
+        start = end;
+    }
+    out
+}
+
+/// The highest `$n` between `start` and the next `;`: a cheap upper bound for the common case.
+fn prescan_params(sql: &[u8], start: usize) -> u32 {
+    let end = memchr::memchr(b';', &sql[start..]).map_or(sql.len(), |p| start + p);
+    let mut max = 0;
+    for at in memchr::memchr_iter(b'$', &sql[start..end]) {
+        let (n, _) = digits_value(&sql[start + at + 1..end]);
+        if n <= MAX_PARAM {
+            max = max.max(n);
+        }
+    }
+    max
+}
+
+const MAX_PARAM: u32 = u16::MAX as u32;
+
+/// The value of the leading ASCII digits (saturating) and how many there are.
+fn digits_value(s: &[u8]) -> (u32, usize) {
+    let len = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    let v = s[..len].iter().fold(0u32, |acc, &b| {
+        acc.saturating_mul(10).saturating_add(u32::from(b - b'0'))
+    });
+    (v, len)
+}
+
+pub(crate) fn is_ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+pub(crate) fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+struct StmtLexer<'a, 'k> {
+    sql: &'a [u8],
+    start: usize,
+    pos: usize,
+    key_column: &'k str,
+    out: Vec<u8>,
+    lexed: Lexed<'a>,
+    /// Whitespace or a comment was skipped since the last token.
+    space: bool,
+    /// Tokens since the last comma, per bracket level (see `MAX_RUN_TOKENS`).
+    runs: [u32; RUN_LEVELS],
+    level: usize,
+}
+
+impl<'a, 'k> StmtLexer<'a, 'k> {
+    fn new(sql: &'a [u8], start: usize, base: u32, key_column: &'k str) -> Self {
+        StmtLexer {
+            sql,
+            start,
+            pos: start,
+            key_column,
+            out: Vec::with_capacity((sql.len() - start).min(1024) + 8),
+            lexed: Lexed {
+                raw: &[],
+                normalized: String::new(),
+                literals: Vec::new(),
+                offsets: Vec::new(),
+                base,
+                max_param: 0,
+                comment_key: None,
+                too_deep: false,
+            },
+            space: false,
+            runs: [0; RUN_LEVELS],
+            level: 0,
+        }
+    }
+
+    /// Lexes up to the statement's `;` (or the end); returns it and where the next one starts.
+    fn run(mut self) -> (Lexed<'a>, usize) {
+        let sql = self.sql;
+        let mut end = sql.len();
+        while self.pos < sql.len() {
+            let b = sql[self.pos];
+            let next = sql.get(self.pos + 1).copied();
+            match b {
+                b';' => {
+                    end = self.pos;
+                    self.pos += 1;
+                    break;
+                }
+                b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
+                    self.space = true;
+                    self.pos += 1;
+                }
+                b'-' if next == Some(b'-') => self.line_comment(),
+                b'/' if next == Some(b'*') => self.block_comment(),
+                b'\'' if self.pos > self.start && sql[self.pos - 1] == b'&' => {
+                    self.verbatim_quoted()
+                }
+                b'\'' => self.string_literal(self.pos + 1, false),
+                b'"' => self.verbatim_quoted(),
+                b'$' => self.dollar(),
+                b'0'..=b'9' => self.number(),
+                b'.' if next.is_some_and(|n| n.is_ascii_digit()) && self.dot_starts_number() => {
+                    self.number()
+                }
+                _ if is_ident_start(b) => self.ident(),
+                _ => {
+                    self.emit(&sql[self.pos..self.pos + 1]);
+                    self.bracket(b);
+                    self.pos += 1;
+                }
+            }
+        }
+        let mut lexed = self.lexed;
+        lexed.raw = &sql[self.start..end];
+        lexed.normalized = match String::from_utf8(self.out) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        (lexed, self.pos)
+    }
+
+    fn emit(&mut self, bytes: &[u8]) {
+        if self.space && !self.out.is_empty() {
+            self.out.push(b' ');
+        }
+        self.space = false;
+        self.out.extend_from_slice(bytes);
+        let run = &mut self.runs[self.level];
+        *run += 1;
+        if *run > MAX_RUN_TOKENS {
+            self.lexed.too_deep = true;
+        }
+    }
+
+    /// Tracks bracket levels and comma-separated items for `too_deep`.
+    fn bracket(&mut self, b: u8) {
+        match b {
+            b'(' | b'[' => {
+                self.level = (self.level + 1).min(RUN_LEVELS - 1);
+                self.runs[self.level] = 0;
+            }
+            b')' | b']' => self.level = self.level.saturating_sub(1),
+            b',' => self.runs[self.level] = 0,
+            _ => {}
+        }
+    }
+
+    fn push_literal(&mut self, at: usize, text: String, quoted: bool) {
+        let n = self.lexed.base + 1 + self.lexed.literals.len() as u32;
+        self.emit(b"$");
+        let mut buf = [0u8; 10];
+        let digits = itoa(n, &mut buf);
+        self.out.extend_from_slice(digits);
+        self.lexed.literals.push(Literal { text, quoted });
+        self.lexed.offsets.push(at - self.start);
+    }
+
+    /// A `.` starts a number (`.5`) unless it follows a name or a closing bracket (`t.5`).
+    fn dot_starts_number(&self) -> bool {
+        self.space
+            || self
+                .out
+                .last()
+                .is_none_or(|&b| !(is_ident_byte(b) || matches!(b, b'"' | b')' | b']')))
+    }
+
+    fn line_comment(&mut self) {
+        let rest = &self.sql[self.pos..];
+        self.pos += memchr::memchr(b'\n', rest).map_or(rest.len(), |p| p + 1);
+        self.space = true;
+    }
+
+    fn block_comment(&mut self) {
+        let end = block_comment_end(self.sql, self.pos);
+        if self.lexed.comment_key.is_none() {
+            let inner_end = if end >= self.pos + 4 && self.sql[end - 2..end] == *b"*/" {
+                end - 2
+            } else {
+                end
+            };
+            self.lexed.comment_key =
+                comment_key(&self.sql[self.pos + 2..inner_end], self.key_column);
+        }
+        self.pos = end;
+        self.space = true;
+    }
+
+    /// `"ident"`, or a string with a prefix that changes its meaning (`U&'…'`): copied as is.
+    fn verbatim_quoted(&mut self) {
+        let end = quoted_end(self.sql, self.pos);
+        self.emit(&self.sql[self.pos..end]);
+        self.pos = end;
+    }
+
+    fn ident(&mut self) {
+        let sql = self.sql;
+        let start = self.pos;
+        let len = sql[start..]
+            .iter()
+            .take_while(|&&b| is_ident_byte(b))
+            .count();
+        let after = start + len;
+        if sql.get(after) == Some(&b'\'') {
+            if len == 1 && matches!(sql[start], b'e' | b'E') {
+                self.pos = after;
+                return self.string_literal(after + 1, true);
+            }
+            // B'…', X'…', N'…' and other prefixed strings stay in the text.
+            let end = quoted_end(sql, after);
+            self.emit(&sql[start..end]);
+            self.pos = end;
+            return;
+        }
+        self.emit(&sql[start..after]);
+        self.pos = after;
+    }
+
+    /// A `'…'` (or `E'…'` when `escapes`) constant whose body starts at `body`.
+    fn string_literal(&mut self, body: usize, escapes: bool) {
+        let at = if escapes { body - 2 } else { body - 1 };
+        match scan_string(self.sql, body, escapes) {
+            Some((text, end)) => {
+                self.push_literal(at, text, true);
+                self.pos = end;
+            }
+            None => {
+                // Unterminated: Postgres will refuse it; keep the text as written.
+                self.emit(&self.sql[at..]);
+                self.pos = self.sql.len();
+            }
+        }
+    }
+
+    fn dollar(&mut self) {
+        let sql = self.sql;
+        let (n, len) = digits_value(&sql[self.pos + 1..]);
+        if len > 0 {
+            // A parameter. Out-of-range numbers (which Postgres refuses) become `$0` so that
+            // they can never collide with a placeholder.
+            let n = if (1..=MAX_PARAM).contains(&n) { n } else { 0 };
+            self.lexed.max_param = self.lexed.max_param.max(n);
+            self.emit(b"$");
+            let mut buf = [0u8; 10];
+            let digits = itoa(n, &mut buf);
+            self.out.extend_from_slice(digits);
+            self.pos += 1 + len;
+            return;
+        }
+        match dollar_quote(sql, self.pos) {
+            Some((body, end)) => {
+                let text = String::from_utf8_lossy(&sql[body.0..body.1]).into_owned();
+                self.push_literal(self.pos, text, true);
+                self.pos = end;
+            }
+            None => {
+                self.emit(b"$");
+                self.pos += 1;
+            }
+        }
+    }
+
+    fn number(&mut self) {
+        let sql = self.sql;
+        let start = self.pos;
+        let end = number_end(sql, start);
+        if sql.get(end).is_some_and(|&b| is_ident_byte(b)) {
+            // `1abc`: not a plain number; keep it (and the name) as written.
+            let stop = end + sql[end..].iter().take_while(|&&b| is_ident_byte(b)).count();
+            self.emit(&sql[start..stop]);
+            self.pos = stop;
+            return;
+        }
+        let text = String::from_utf8_lossy(&sql[start..end]).into_owned();
+        self.push_literal(start, text, false);
+        self.pos = end;
+    }
+}
+
+fn itoa(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// The end of a numeric constant starting at `start`: `42`, `1_000`, `1.5e-3`, `.5`, `0x1F`.
+fn number_end(sql: &[u8], start: usize) -> usize {
+    let digits = |from: usize, hex: bool| {
+        from + sql[from..]
+            .iter()
+            .take_while(|&&b| b.is_ascii_digit() || b == b'_' || (hex && b.is_ascii_hexdigit()))
+            .count()
+    };
+    if sql[start] == b'0'
+        && matches!(
+            sql.get(start + 1),
+            Some(b'x' | b'X' | b'o' | b'O' | b'b' | b'B')
+        )
+    {
+        let end = digits(start + 2, true);
+        if end > start + 2 {
+            return end;
+        }
+    }
+    let mut i = digits(start, false);
+    if sql.get(i) == Some(&b'.') && sql.get(i + 1) != Some(&b'.') {
+        i = digits(i + 1, false);
+    }
+    if matches!(sql.get(i), Some(b'e' | b'E')) {
+        let sign = usize::from(matches!(sql.get(i + 1), Some(b'+' | b'-')));
+        if sql.get(i + 1 + sign).is_some_and(|b| b.is_ascii_digit()) {
+            i = digits(i + 1 + sign, false);
+        }
+    }
+    i
+}
+
+/// Scans a string body; returns the decoded text and the position after the closing quote,
+/// or `None` when it is not closed.
+fn scan_string(sql: &[u8], body: usize, escapes: bool) -> Option<(String, usize)> {
+    let mut text = Vec::new();
+    let mut i = body;
+    while i < sql.len() {
+        match sql[i] {
+            b'\'' if sql.get(i + 1) == Some(&b'\'') => {
+                text.push(b'\'');
+                i += 2;
+            }
+            b'\'' => return Some((bytes_to_string(text), i + 1)),
+            b'\\' if escapes => i = unescape(sql, i, &mut text),
+            b => {
+                text.push(b);
+                i += 1;
+            }
+        }
+    }
+    None
+}
+
+fn bytes_to_string(b: Vec<u8>) -> String {
+    String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Decodes one backslash escape of an `E'…'` string at `at`; returns the position after it.
+fn unescape(sql: &[u8], at: usize, text: &mut Vec<u8>) -> usize {
+    let Some(&c) = sql.get(at + 1) else {
+        return at + 1;
+    };
+    let hex_run = |from: usize, max: usize| {
+        let n = sql[from.min(sql.len())..]
+            .iter()
+            .take(max)
+            .take_while(|b| b.is_ascii_hexdigit())
+            .count();
+        let v = sql[from..from + n].iter().fold(0u32, |acc, &b| {
+            acc * 16 + (b as char).to_digit(16).unwrap_or(0)
+        });
+        (v, n)
+    };
+    match c {
+        b'b' => text.push(8),
+        b'f' => text.push(12),
+        b'n' => text.push(b'\n'),
+        b'r' => text.push(b'\r'),
+        b't' => text.push(b'\t'),
+        b'x' => {
+            let (v, n) = hex_run(at + 2, 2);
+            if n == 0 {
+                text.push(b'x');
+                return at + 2;
+            }
+            text.push(v as u8);
+            return at + 2 + n;
+        }
+        b'u' | b'U' => {
+            let want = if c == b'u' { 4 } else { 8 };
+            let (v, n) = hex_run(at + 2, want);
+            if n == want {
+                let ch = char::from_u32(v).unwrap_or(char::REPLACEMENT_CHARACTER);
+                text.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
+                return at + 2 + n;
+            }
+            text.push(c);
+        }
+        b'0'..=b'7' => {
+            let n = sql[at + 1..]
+                .iter()
+                .take(3)
+                .take_while(|b| (b'0'..=b'7').contains(b))
+                .count();
+            let v = sql[at + 1..at + 1 + n]
+                .iter()
+                .fold(0u32, |acc, &b| acc * 8 + u32::from(b - b'0'));
+            text.push(v as u8);
+            return at + 1 + n;
+        }
+        other => text.push(other),
+    }
+    at + 2
+}
+
+/// The end (exclusive) of a `"…"` or `'…'` token at `at` with doubled-quote escapes.
+pub(crate) fn quoted_end(sql: &[u8], at: usize) -> usize {
+    let q = sql[at];
+    let mut i = at + 1;
+    while i < sql.len() {
+        if sql[i] == q {
+            if sql.get(i + 1) == Some(&q) {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    sql.len()
+}
+
+/// The end of a (nested) block comment starting at `at`.
+pub(crate) fn block_comment_end(sql: &[u8], at: usize) -> usize {
+    let mut depth = 0usize;
+    let mut i = at;
+    while i + 1 < sql.len() {
+        match (sql[i], sql[i + 1]) {
+            (b'/', b'*') => {
+                depth += 1;
+                i += 2;
+            }
+            (b'*', b'/') => {
+                depth -= 1;
+                i += 2;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    sql.len()
+}
+
+/// `$tag$body$tag$` at `at`: the body's range and the end, or `None` when `at` does not open
+/// a closed dollar quote.
+fn dollar_quote(sql: &[u8], at: usize) -> Option<((usize, usize), usize)> {
+    let tag_len = sql[at + 1..]
+        .iter()
+        .take_while(|&&b| is_ident_byte(b) && b != b'$')
+        .count();
+    let close = at + 1 + tag_len;
+    if sql.get(close) != Some(&b'$') {
+        return None;
+    }
+    let tag = &sql[at..=close];
+    let body = close + 1;
+    let found = memchr::memmem::find(&sql[body..], tag)?;
+    Some(((body, body + found), body + found + tag.len()))
+}
+
+/// Reads `key=42`, `key = 'abc'` or sqlcommenter's `a='x',key='42'` from a comment's text.
+pub(crate) fn comment_key(inner: &[u8], key_column: &str) -> Option<String> {
+    memchr::memchr(b'=', inner)?;
+    let text = std::str::from_utf8(inner).ok()?;
+    for part in text.split(',') {
+        let Some((name, value)) = part.split_once('=') else {
+            continue;
+        };
+        if !name.trim().eq_ignore_ascii_case(key_column) {
+            continue;
+        }
+        let value = value.trim();
+        let value = match value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+            Some(inner) => inner.replace("''", "'"),
+            None => value.split_whitespace().next()?.to_owned(),
+        };
+        return (!value.is_empty()).then_some(value);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> Lexed<'_> {
+        let mut v = lex(sql.as_bytes(), "tenant_id");
+        assert_eq!(v.len(), 1, "{sql}");
+        v.pop().unwrap()
+    }
+
+    fn texts<'l>(l: &'l Lexed<'_>) -> Vec<(&'l str, bool)> {
+        l.literals
+            .iter()
+            .map(|l| (l.text.as_str(), l.quoted))
+            .collect()
+    }
+
+    #[test]
+    fn literals_become_placeholders_above_the_highest_param() {
+        let l = one("select * from orders where tenant_id = 42 and id = $2 and note = 'it''s'");
+        assert_eq!(
+            l.normalized,
+            "select * from orders where tenant_id = $3 and id = $2 and note = $4"
+        );
+        assert_eq!(texts(&l), vec![("42", false), ("it's", true)]);
+        assert_eq!((l.base, l.max_param), (2, 2));
+        assert_eq!(l.offsets, vec![39, 65]);
+    }
+
+    #[test]
+    fn whitespace_and_comments_collapse() {
+        let a = one("  SELECT  a,\n\tb -- trailing\nFROM t /* c /* nested */ */ WHERE x=1  ");
+        assert_eq!(a.normalized, "SELECT a, b FROM t WHERE x=$1");
+        let b = one("select/**/1");
+        assert_eq!(b.normalized, "select $1");
+    }
+
+    #[test]
+    fn string_forms() {
+        let l = one(r"select E'a\'b\n\x41\101\u00e9', $$x;y$$, $q$ $$ $q$, B'0101', U&'d', x'ff'");
+        assert_eq!(
+            texts(&l),
+            vec![("a'b\nAAé", true), ("x;y", true), (" $$ ", true)]
+        );
+        assert_eq!(l.normalized, "select $1, $2, $3, B'0101', U&'d', x'ff'");
+    }
+
+    #[test]
+    fn numbers_and_casts() {
+        let l = one("select 1.5e-3, .5, 0x1F, 1_000, t1.c2, 'x'::uuid, a[2], 3abc from t");
+        assert_eq!(
+            texts(&l),
+            vec![
+                ("1.5e-3", false),
+                (".5", false),
+                ("0x1F", false),
+                ("1_000", false),
+                ("x", true),
+                ("2", false)
+            ]
+        );
+        assert_eq!(
+            l.normalized,
+            "select $1, $2, $3, $4, t1.c2, $5::uuid, a[$6], 3abc from t"
+        );
+    }
+
+    #[test]
+    fn splitting_respects_quotes_comments_and_dollar_quotes() {
+        let sql = "select ';' ; set a = 'x;y' -- ;\n; select $q$ ; $q$; select $1; /* ; /* ; */ */ select 2;;";
+        let v = lex(sql.as_bytes(), "tenant_id");
+        let n: Vec<_> = v.iter().map(|l| l.normalized.as_str()).collect();
+        assert_eq!(
+            n,
+            vec![
+                "select $1",
+                "set a = $1",
+                "select $1",
+                "select $1",
+                "select $1"
+            ]
+        );
+        assert_eq!(v[3].max_param, 1);
+        assert_eq!(v[3].base, 1);
+    }
+
+    #[test]
+    fn prescan_miss_is_corrected() {
+        // The `;` inside the string stops the prescan before `$5`.
+        let l = one("select 'a;b', $5");
+        assert_eq!(l.normalized, "select $6, $5");
+        assert_eq!(l.base, 5);
+    }
+
+    #[test]
+    fn key_comments() {
+        let k = |s: &str| one(s).comment_key;
+        assert_eq!(k("/* tenant_id=42 */ select 1"), Some("42".into()));
+        assert_eq!(k("select 1 /* TENANT_ID = 'a''b' */"), Some("a'b".into()));
+        assert_eq!(
+            k("select 1 /*controller='x',tenant_id='7'*/"),
+            Some("7".into())
+        );
+        assert_eq!(k("/* other=1 */ select 1"), None);
+        assert_eq!(k("/* tenant_id= */ select 1"), None);
+        assert_eq!(k("-- tenant_id=1\nselect 1"), None);
+        assert_eq!(
+            k("/* a */ /* tenant_id=3 */ /* tenant_id=4 */ select 1"),
+            Some("3".into())
+        );
+    }
+
+    #[test]
+    fn out_of_range_params_cannot_collide() {
+        let l = one("select $70000, $0, 1");
+        assert_eq!(l.normalized, "select $0, $0, $1");
+        assert_eq!(l.max_param, 0);
+    }
+
+    #[test]
+    fn unterminated_tokens_are_kept() {
+        assert_eq!(one("select 'abc").normalized, "select 'abc");
+        assert_eq!(one("select $a$ abc").normalized, "select $a$ abc");
+        assert_eq!(one("select /* abc").normalized, "select");
+        assert_eq!(one("select E'ab\\").normalized, "select E'ab\\");
+    }
+
+    #[test]
+    fn long_runs_are_too_deep_but_long_lists_are_not() {
+        let chain = vec!["a"; 9000].join(" + ");
+        assert!(one(&format!("select {chain}")).too_deep);
+        let list = vec!["(1, 'a', $1::int)"; 20_000].join(", ");
+        assert!(!one(&format!("insert into t values {list}")).too_deep);
+        let parens = vec!["(a)"; 9000].join(" + ");
+        assert!(one(&format!("select {parens}")).too_deep);
+    }
+
+    #[test]
+    fn empty_statements_are_skipped() {
+        assert!(lex(b"  ; -- x\n ; /* y */", "tenant_id").is_empty());
+        assert!(lex(b"", "tenant_id").is_empty());
+    }
+}
