@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::hash::{PARTITION_SEED, hash_bytes_extended, partition_hash_bytes, partition_hash_i64};
+use crate::shard::ShardSpec;
 
 pub type ShardId = u32;
 
@@ -99,6 +100,8 @@ pub enum MapError {
     UnknownShard { what: String, id: ShardId },
     #[error("strategy hash needs a ring, and the ring is empty")]
     EmptyRing,
+    #[error("shard name {0:?} appears twice")]
+    DuplicateName(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -157,6 +160,37 @@ impl ShardMap {
             ring,
             tenants,
         })
+    }
+
+    /// The map of a proxy without a catalog: the configured `[[shards]]`, all active, no
+    /// tenant rows, and (hash strategy) the fixed ring of `vnodes` nodes per shard, at
+    /// version 0 so that any catalog version supersedes it.
+    pub fn from_specs(
+        specs: &[ShardSpec],
+        strategy: Strategy,
+        vnodes: u32,
+    ) -> Result<Self, MapError> {
+        let mut names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(MapError::DuplicateName(w[0].to_owned()));
+        }
+        let shards: Vec<ShardInfo> = specs
+            .iter()
+            .map(|s| ShardInfo {
+                id: s.id,
+                name: s.name.clone(),
+                url: s.url.clone(),
+                state: ShardState::Active,
+                pool_size: s.pool_size,
+                capacity_hint: None,
+            })
+            .collect();
+        let ring = match strategy {
+            Strategy::Hash => build_ring(&shards.iter().map(|s| s.id).collect::<Vec<_>>(), vnodes),
+            Strategy::Directory => Vec::new(),
+        };
+        Self::new(0, strategy, shards, ring, HashMap::new())
     }
 
     pub fn version(&self) -> u64 {
@@ -360,6 +394,60 @@ mod tests {
         );
         assert_eq!(
             ShardMap::new(1, Strategy::Hash, vec![shard(0)], vec![], HashMap::new()).unwrap_err(),
+            MapError::EmptyRing
+        );
+    }
+
+    fn spec(id: ShardId, name: &str) -> ShardSpec {
+        ShardSpec {
+            id,
+            name: name.into(),
+            url: format!("postgres://u@h:1/{name}"),
+            pool_size: 7,
+        }
+    }
+
+    #[test]
+    fn from_specs_builds_the_same_ring_as_the_catalog_would() {
+        let specs = [spec(2, "b"), spec(0, "a")];
+        let map = ShardMap::from_specs(&specs, Strategy::Hash, 8).unwrap();
+        assert_eq!(map.version(), 0);
+        assert_eq!(map.ring(), build_ring(&[0, 2], 8).as_slice());
+        assert_eq!(map.ring().len(), 16);
+        let ids: Vec<_> = map.shards().iter().map(|s| s.id).collect();
+        assert_eq!(ids, [0, 2]);
+        let b = map.shard(2).unwrap();
+        assert_eq!(
+            (b.name.as_str(), b.pool_size, b.state),
+            ("b", 7, ShardState::Active)
+        );
+        assert_eq!(map.tenants().count(), 0);
+        // Every key lands on a configured shard, and both shards get some.
+        let hits: std::collections::HashSet<_> = (0..200)
+            .map(|t| map.locate(&TenantKey::Int(t)).unwrap().shard)
+            .collect();
+        assert_eq!(hits.len(), 2);
+    }
+
+    #[test]
+    fn from_specs_refuses_what_config_validation_might_miss() {
+        let dir = ShardMap::from_specs(&[spec(0, "a")], Strategy::Directory, 256).unwrap();
+        assert!(dir.ring().is_empty());
+        assert!(dir.locate(&TenantKey::Int(1)).is_err());
+        assert_eq!(
+            ShardMap::from_specs(&[spec(0, "a"), spec(1, "a")], Strategy::Hash, 4).unwrap_err(),
+            MapError::DuplicateName("a".into())
+        );
+        assert_eq!(
+            ShardMap::from_specs(&[spec(0, "a"), spec(0, "b")], Strategy::Hash, 4).unwrap_err(),
+            MapError::DuplicateShard(0)
+        );
+        assert_eq!(
+            ShardMap::from_specs(&[], Strategy::Hash, 4).unwrap_err(),
+            MapError::NoShards
+        );
+        assert_eq!(
+            ShardMap::from_specs(&[spec(0, "a")], Strategy::Hash, 0).unwrap_err(),
             MapError::EmptyRing
         );
     }
