@@ -142,6 +142,25 @@ pub enum Strategy {
     Directory,
 }
 
+impl From<KeyType> for shardgate_catalog::KeyType {
+    fn from(k: KeyType) -> Self {
+        match k {
+            KeyType::Bigint => Self::Bigint,
+            KeyType::Text => Self::Text,
+            KeyType::Uuid => Self::Uuid,
+        }
+    }
+}
+
+impl From<Strategy> for shardgate_catalog::Strategy {
+    fn from(s: Strategy) -> Self {
+        match s {
+            Strategy::Hash => Self::Hash,
+            Strategy::Directory => Self::Directory,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CrossShardWrites {

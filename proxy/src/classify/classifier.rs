@@ -8,14 +8,9 @@ use super::cache::TemplateCache;
 use super::lexer::{self, Literal};
 use super::template::{self, Template};
 
-/// The shard key's SQL type. `config::KeyType` maps onto this one-to-one; `classify` does not
-/// import the config so that it stays a leaf module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeyType {
-    Bigint,
-    Text,
-    Uuid,
-}
+/// The shard key's SQL type: the catalog's own, so the proxy, the catalog and `shardctl`
+/// agree on how keys are spelled.
+pub use shardgate_catalog::KeyType;
 
 #[derive(Debug, Clone)]
 pub struct ClassifyConfig {

@@ -37,16 +37,6 @@ pub enum KeyError {
     Malformed(String),
 }
 
-impl KeyType {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            KeyType::Bigint => "bigint",
-            KeyType::Text => "text",
-            KeyType::Uuid => "uuid",
-        }
-    }
-}
-
 /// Resolves `spec` (usually `&info.template.key`, or `&info.template.key_write`) against one
 /// statement's literals and, for `$n`, the Bind's parameters.
 pub fn resolve(
@@ -187,7 +177,7 @@ pub(crate) fn invalid(source: &str, value: &str, key_type: KeyType) -> KeyError 
     KeyError::Invalid {
         from: source.to_owned(),
         value,
-        expected: key_type.name(),
+        expected: key_type.as_str(),
     }
 }
 

@@ -1,0 +1,293 @@
+//! Where a client statement goes: its classification, the router's decision (pure, in
+//! `router.rs`) and the session facts the router needs — the open transaction's shard and
+//! the tenant named by the session setting.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use shardgate_catalog::{KeyType, MapHandle, ShardId, ShardMap, TenantKey};
+
+use super::session::Session;
+use crate::classify::{
+    BindParams, Classifier, KeyValues, StatementInfo, StatementKind, TableRef,
+};
+use crate::frontend::Statement;
+use crate::gucs::GucValue;
+use crate::router::{self, Access, Route, RouteError, SessionState, Tenants};
+
+/// What routing needs that every session shares.
+pub struct Routing {
+    pub map: MapHandle,
+    pub classifier: Classifier,
+    /// The session setting that names the tenant (`app.tenant_id`).
+    pub key_guc: String,
+    pub key_type: KeyType,
+    pub cross_shard_writes: bool,
+    pub tables: ShardedTables,
+}
+
+/// Which tables are sharded: the configured list, or (when it is empty) the tables that
+/// have the key column, as discovered from a shard.
+pub struct ShardedTables {
+    configured: HashSet<String>,
+    discovered: ArcSwap<HashSet<String>>,
+}
+
+impl ShardedTables {
+    pub fn new(configured: &[String]) -> Self {
+        Self {
+            configured: configured.iter().map(|t| t.to_ascii_lowercase()).collect(),
+            discovered: ArcSwap::from_pointee(HashSet::new()),
+        }
+    }
+
+    pub fn set_discovered(&self, tables: HashSet<String>) {
+        self.discovered.store(Arc::new(tables));
+    }
+
+    pub fn is_configured(&self) -> bool {
+        !self.configured.is_empty()
+    }
+
+    pub fn contains(&self, t: &TableRef) -> bool {
+        let check = |set: &HashSet<String>| {
+            set.contains(&t.name)
+                || t
+                    .schema
+                    .as_ref()
+                    .is_some_and(|s| set.contains(&format!("{s}.{}", t.name)))
+        };
+        if self.is_configured() {
+            check(&self.configured)
+        } else {
+            check(&self.discovered.load())
+        }
+    }
+}
+
+/// The server a message needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Target {
+    /// Any shard: the lent one if there is one.
+    Any,
+    Shard(ShardId),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Decision {
+    Go(Target),
+    /// A multi-row INSERT whose rows live on several shards (simple protocol only).
+    Split(Vec<(ShardId, Vec<usize>)>),
+    Refuse(Refusal),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+    pub hint: Option<&'static str>,
+}
+
+impl From<RouteError> for Refusal {
+    fn from(e: RouteError) -> Self {
+        Refusal {
+            code: e.sqlstate(),
+            message: e.to_string(),
+            hint: Some(e.hint()),
+        }
+    }
+}
+
+impl Session<'_> {
+    /// Routes a simple query string: every statement in it must go to one place.
+    pub(super) fn route_query(&mut self, sql: &[u8]) -> Decision {
+        let routing = &self.ctx.routing;
+        let classified = routing.classifier.classify(sql);
+        let map = routing.map.load_full();
+        let mut target = Target::Any;
+        let single = classified.statements.len() == 1;
+        for info in &classified.statements {
+            let route = match self.route_statement(&map, info, None) {
+                Ok(r) => r,
+                Err(refusal) => return Decision::Refuse(refusal),
+            };
+            let next = match route_to_decision(route, single) {
+                Decision::Go(t) => t,
+                other => return other,
+            };
+            target = match (target, next) {
+                (Target::Any, t) | (t, Target::Any) => t,
+                (Target::Shard(a), Target::Shard(b)) if a == b => Target::Shard(a),
+                (Target::Shard(a), Target::Shard(b)) => {
+                    return Decision::Refuse(
+                        RouteError::CrossShardTransaction {
+                            pinned: a,
+                            wanted: b,
+                        }
+                        .into(),
+                    );
+                }
+            };
+        }
+        Decision::Go(target)
+    }
+
+    /// Routes a Bind: the statement's key may be one of its parameters.
+    pub(super) fn route_bind(&mut self, stmt: &Statement, after_names: &[u8]) -> Decision {
+        let Some(info) = stmt.classified.as_ref() else {
+            return Decision::Go(Target::Any);
+        };
+        let params = match BindParams::parse(after_names, &stmt.param_types) {
+            Ok(p) => p,
+            Err(e) => return Decision::Refuse(key_refusal(e.to_string())),
+        };
+        let map = self.ctx.routing.map.load_full();
+        match self.route_statement(&map, info, Some(&params)) {
+            Ok(route) => route_to_decision(route, false),
+            Err(refusal) => Decision::Refuse(refusal),
+        }
+    }
+
+    fn route_statement(
+        &self,
+        map: &ShardMap,
+        info: &StatementInfo,
+        params: Option<&BindParams<'_>>,
+    ) -> Result<Route, Refusal> {
+        let routing = &self.ctx.routing;
+        let t = &info.template;
+        let keys = info
+            .keys(params, routing.classifier.config().key_type)
+            .map_err(|e| key_refusal(e.to_string()))?;
+        let guc;
+        let tenants = match &keys {
+            KeyValues::Keys(k) if !k.is_empty() => Tenants::Keys(k),
+            KeyValues::PerRow(rows) if !rows.is_empty() => Tenants::PerRow(rows),
+            _ => match self.guc_tenant()? {
+                Some(k) => {
+                    guc = [k];
+                    Tenants::Keys(&guc)
+                }
+                None => Tenants::None,
+            },
+        };
+        if !t.parsed && matches!(tenants, Tenants::None) && !self.in_pinned_transaction() {
+            if matches!(t.kind, StatementKind::Unparsed) {
+                return Err(Refusal {
+                    code: "SG004",
+                    message: "shardgate cannot tell which shard this statement is for".into(),
+                    hint: Some(
+                        "add a /* tenant_id=… */ comment or SET the tenant setting before it",
+                    ),
+                });
+            }
+        }
+        let stmt = router::Statement {
+            access: access(t.kind),
+            sharded: t.tables.iter().any(|tab| routing.tables.contains(tab)),
+            has_tables: !t.tables.is_empty(),
+            tenants: &tenants,
+        };
+        let state = SessionState {
+            txn_shard: self.txn_shard(),
+            in_transaction: self.in_transaction(),
+            cross_shard_writes: routing.cross_shard_writes,
+        };
+        Ok(router::route(map, &stmt, &state))
+    }
+
+    /// The tenant named by the session setting, if it is set.
+    fn guc_tenant(&self) -> Result<Option<TenantKey>, Refusal> {
+        let routing = &self.ctx.routing;
+        let Some(value) = self.session.gucs.get(&routing.key_guc) else {
+            return Ok(None);
+        };
+        let text = match value {
+            GucValue::Str(s) => s.clone(),
+            GucValue::Raw(raw) => match unquote_setting(raw) {
+                Some(s) => s,
+                None => return Ok(None),
+            },
+        };
+        if text.is_empty() {
+            return Ok(None);
+        }
+        routing.key_type.parse(&text).map(Some).map_err(|e| {
+            key_refusal(format!("{} is set to {text:?}: {e}", routing.key_guc))
+        })
+    }
+}
+
+/// The value of `SET name TO <raw>` as a string, or `None` for `DEFAULT`.
+fn unquote_setting(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    if raw.eq_ignore_ascii_case("default") {
+        return None;
+    }
+    match raw.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
+        Some(inner) => Some(inner.replace("''", "'")),
+        None => Some(raw.to_owned()),
+    }
+}
+
+fn key_refusal(message: String) -> Refusal {
+    Refusal {
+        code: "22023",
+        message: format!("cannot route the statement: {message}"),
+        hint: None,
+    }
+}
+
+fn access(kind: StatementKind) -> Access {
+    match kind {
+        StatementKind::Ddl | StatementKind::Utility => Access::Ddl,
+        k if k.is_write() => Access::Write,
+        _ => Access::Read,
+    }
+}
+
+fn route_to_decision(route: Route, splittable: bool) -> Decision {
+    match route {
+        Route::Single { shard, .. } | Route::Held { shard, .. } => Decision::Go(Target::Shard(shard)),
+        Route::Any => Decision::Go(Target::Any),
+        Route::FanOut(shards) if shards.len() == 1 => Decision::Go(Target::Shard(shards[0])),
+        Route::FanOut(_) => Decision::Refuse(Refusal {
+            code: "SG004",
+            message: "this read spans several shards, and fan-out reads are not supported yet"
+                .into(),
+            hint: Some("name one tenant (WHERE on the shard key, a comment, or the tenant setting)"),
+        }),
+        Route::Broadcast => Decision::Refuse(Refusal {
+            code: "SG004",
+            message: "this statement would have to run on every shard (DDL or a global table), \
+                      which is not supported through the proxy yet"
+                .into(),
+            hint: Some("apply it to each shard directly"),
+        }),
+        Route::Split(parts) if splittable => Decision::Split(parts),
+        Route::Split(_) => Decision::Refuse(RouteError::CrossShardWrite.into()),
+        Route::Refuse(e) => Decision::Refuse(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_unquote_like_postgres() {
+        assert_eq!(unquote_setting("42").as_deref(), Some("42"));
+        assert_eq!(unquote_setting(" '4''2' ").as_deref(), Some("4'2"));
+        assert_eq!(unquote_setting("DEFAULT"), None);
+    }
+
+    #[test]
+    fn kinds_map_to_access() {
+        assert_eq!(access(StatementKind::Select), Access::Read);
+        assert_eq!(access(StatementKind::Insert), Access::Write);
+        assert_eq!(access(StatementKind::Copy { from_stdin: true }), Access::Write);
+        assert_eq!(access(StatementKind::Copy { from_stdin: false }), Access::Read);
+        assert_eq!(access(StatementKind::Ddl), Access::Ddl);
+    }
+}
