@@ -12,8 +12,15 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use crate::backend::Pool;
+use std::sync::atomic::AtomicUsize;
+
+use shardgate_catalog::{MapHandle, ShardMap};
+
+use crate::backend::{PoolSettings, Pools};
+use crate::classify::{Classifier, ClassifyConfig};
 use crate::config::Config;
+use crate::config::CrossShardWrites;
+use crate::exec::route::{Routing, ShardedTables};
 use crate::exec::{self, CancelRegistry, ExecContext};
 use crate::frontend::{self, ClientError, ClientSession, Credentials, Hello, tls};
 use crate::wire::PgError;
@@ -38,32 +45,40 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(config: &Config) -> Result<Self, ProxyError> {
-        let shard = config
-            .shards
-            .first()
-            .ok_or_else(|| ProxyError::Config("no [[shards]] configured".into()))?;
-        let endpoint = shard
-            .endpoint()
-            .map_err(|e| ProxyError::Config(format!("shard {}: {e}", shard.name)))?;
+    fn new(config: &Config, map: MapHandle) -> Result<Self, ProxyError> {
         let p = &config.proxy;
+        let sh = &config.sharding;
         let idle =
             (p.server_idle_timeout_ms > 0).then(|| Duration::from_millis(p.server_idle_timeout_ms));
-        let pool = Pool::new(
-            shard.name.clone(),
-            endpoint,
-            shard.pool_size,
-            Duration::from_millis(p.connect_timeout_ms),
-            Duration::from_millis(p.pool_timeout_ms),
-            idle,
-        );
+        let pools = Pools::new(PoolSettings {
+            connect_timeout: Duration::from_millis(p.connect_timeout_ms),
+            wait_timeout: Duration::from_millis(p.pool_timeout_ms),
+            idle_timeout: idle,
+        });
+        let key_type = sh.key_type.into();
+        let routing = Routing {
+            map,
+            classifier: Classifier::new(
+                ClassifyConfig {
+                    key_column: sh.key_column.clone(),
+                    key_type,
+                },
+                TEMPLATE_CACHE,
+            ),
+            key_guc: sh.key_guc.clone(),
+            key_type,
+            cross_shard_writes: sh.cross_shard_writes == CrossShardWrites::Allow,
+            tables: ShardedTables::new(&sh.sharded_tables),
+        };
         let tls = match (&p.tls_cert, &p.tls_key) {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
             _ => None,
         };
         Ok(Self {
             exec: ExecContext {
-                pool,
+                pools,
+                routing,
+                any_counter: AtomicUsize::new(0),
                 statements: Default::default(),
                 cancels: Arc::new(CancelRegistry::default()),
                 pool_mode: p.pool_mode,
@@ -76,14 +91,33 @@ impl Shared {
     }
 }
 
+/// Statement shapes kept classified.
+const TEMPLATE_CACHE: usize = 10_000;
+
+/// The shard map of a proxy without a catalog: its `[[shards]]`.
+fn map_from_config(config: &Config) -> Result<MapHandle, ProxyError> {
+    let sh = &config.sharding;
+    let map = ShardMap::from_specs(&config.shards, sh.strategy.into(), sh.vnodes_per_shard)
+        .map_err(|e| ProxyError::Config(format!("[[shards]]: {e}")))?;
+    Ok(MapHandle::new(map))
+}
+
 /// Serves clients accepted on `listener` until `shutdown` resolves.
 pub async fn run(
     listener: TcpListener,
     config: Arc<Config>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProxyError> {
-    let shared = Arc::new(Shared::new(&config)?);
+    let map = map_from_config(&config)?;
+    let shared = Arc::new(Shared::new(&config, map)?);
+    let discovery = (!shared.exec.routing.tables.is_configured()).then(|| {
+        tokio::spawn(discover::sharded_tables_loop(
+            Arc::downgrade(&shared),
+            config.sharding.key_column.clone(),
+        ))
+    });
     tokio::pin!(shutdown);
+    let _stop_discovery = discovery.map(AbortOnDrop);
     loop {
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
@@ -137,5 +171,85 @@ async fn serve_client(shared: Arc<Shared>, socket: TcpStream) {
             }
         }
         Err(e) => tracing::debug!(?peer, error = %e, "startup failed"),
+    }
+}
+
+/// Aborts a background task when the proxy stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Finding the sharded tables (those with the key column) when the config does not list
+/// them: asked of a shard at start and every few seconds, since an ORM may add tables.
+mod discover {
+    use std::collections::HashSet;
+    use std::sync::Weak;
+    use std::time::Duration;
+
+    use super::Shared;
+    use crate::gucs::quote_literal;
+    use crate::wire::{self, btag};
+
+    const EVERY: Duration = Duration::from_secs(10);
+
+    pub(super) async fn sharded_tables_loop(shared: Weak<Shared>, key_column: String) {
+        let sql = format!(
+            "SELECT n.nspname, c.relname FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE a.attname = {} AND NOT a.attisdropped AND a.attnum > 0 \
+             AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+             AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
+            quote_literal(&key_column)
+        );
+        loop {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            match once(&shared, &sql).await {
+                Ok(tables) => shared.exec.routing.tables.set_discovered(tables),
+                Err(e) => tracing::debug!(error = %e, "sharded-table discovery failed"),
+            }
+            drop(shared);
+            tokio::time::sleep(EVERY).await;
+        }
+    }
+
+    async fn once(shared: &Shared, sql: &str) -> Result<HashSet<String>, String> {
+        let map = shared.exec.routing.map.load_full();
+        let mut last = String::from("no shards");
+        for info in map.shards() {
+            let pool = shared.exec.pools.get(info).map_err(|e| e.to_string())?;
+            let mut conn = match pool.get().await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e.to_string();
+                    continue;
+                }
+            };
+            let frames = conn
+                .conn_mut()
+                .simple_query(pool.shard(), sql)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut tables = HashSet::new();
+            for f in frames.iter().filter(|f| f.tag == btag::DATA_ROW) {
+                let row = wire::decode_data_row(f.body()).map_err(|e| e.to_string())?;
+                if let [Some(schema), Some(name)] = row.as_slice() {
+                    let (schema, name) = (
+                        String::from_utf8_lossy(schema),
+                        String::from_utf8_lossy(name),
+                    );
+                    tables.insert(format!("{schema}.{name}"));
+                    tables.insert(name.into_owned());
+                }
+            }
+            return Ok(tables);
+        }
+        Err(last)
     }
 }

@@ -231,7 +231,17 @@ impl ServerConn {
     ) -> Result<Vec<wire::Frame>, BackendError> {
         let mut out = BytesMut::new();
         wire::encode_query(&mut out, sql);
-        if let Err(e) = self.send(shard, &out).await {
+        self.unnamed = None;
+        self.exchange(shard, &out).await
+    }
+
+    /// Sends `out` and reads every reply up to and including ReadyForQuery.
+    async fn exchange(
+        &mut self,
+        shard: &str,
+        out: &[u8],
+    ) -> Result<Vec<wire::Frame>, BackendError> {
+        if let Err(e) = self.send(shard, out).await {
             self.broken = true;
             return Err(e);
         }
@@ -247,10 +257,26 @@ impl ServerConn {
             let done = frame.tag == btag::READY_FOR_QUERY;
             frames.push(frame);
             if done {
-                self.unnamed = None;
                 return Ok(frames);
             }
         }
+    }
+
+    /// Runs an unnamed statement with the given Bind parameters through the extended
+    /// protocol (Parse, Bind, Execute, Sync) and returns every reply frame.
+    pub async fn extended_query(
+        &mut self,
+        shard: &str,
+        parse_tail: &[u8],
+        bind_after_names: &[u8],
+    ) -> Result<Vec<wire::Frame>, BackendError> {
+        let mut out = BytesMut::new();
+        wire::encode_parse(&mut out, b"", parse_tail);
+        wire::encode_bind(&mut out, b"", b"", bind_after_names);
+        wire::encode_execute(&mut out, b"", 0);
+        wire::encode_sync(&mut out);
+        self.unnamed = None;
+        self.exchange(shard, &out).await
     }
 
     /// Whether an idle connection is still usable, usually without a syscall: an idle

@@ -44,6 +44,7 @@ mod classifier;
 mod keys;
 mod lexer;
 mod resolve;
+mod rewrite;
 mod session;
 mod template;
 
@@ -51,5 +52,6 @@ pub use bind::BindParams;
 pub use classifier::{Classified, Classifier, ClassifyConfig, KeyType, StatementInfo};
 pub use lexer::Literal;
 pub use resolve::{KeyError, KeyValues, resolve};
+pub use rewrite::insert_with_rows;
 pub use session::{SessionCommand, SessionScan, scan_session_commands, split_statements};
 pub use template::{KeySpec, StatementKind, TableRef, Template, ValueRef};

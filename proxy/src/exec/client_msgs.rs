@@ -7,9 +7,13 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 
+use super::lend::Lent;
 use super::replies::{Expect, Mode, Undo, Unit};
+use super::route::{Decision, Refusal, Target};
 use super::session::{Session, SessionEnd};
 use crate::classify::{SessionCommand, SessionScan, scan_session_commands};
+use shardgate_catalog::ShardId;
+
 use crate::frontend::{ClientError, Statement};
 use crate::wire::{self, BindMsg, FrameRef, PgError, tag};
 
@@ -17,14 +21,31 @@ use crate::wire::{self, BindMsg, FrameRef, PgError, tag};
 pub(super) enum Plan<'a> {
     /// Answered or dropped by the proxy.
     Done,
+    /// Cannot be decided while replies are due (a pipelined COMMIT may end the transaction
+    /// the decision depends on): taken up again once they are in.
+    Stall,
     Terminate,
     Query {
         frame: FrameRef<'a>,
         scan: SessionScan,
+        target: Target,
     },
     Bind {
         bind: BindMsg<'a>,
         stmt: Arc<Statement>,
+        target: Target,
+        /// To run on every shard: the others first, then `target`.
+        broadcast: bool,
+    },
+    /// A simple query for every shard.
+    Broadcast {
+        frame: FrameRef<'a>,
+        scan: SessionScan,
+    },
+    /// A multi-row INSERT split by shard: row indexes per shard.
+    Split {
+        sql: String,
+        parts: Vec<(ShardId, Vec<usize>)>,
     },
     DescribeStatement {
         stmt: Arc<Statement>,
@@ -35,6 +56,17 @@ pub(super) enum Plan<'a> {
         frame: FrameRef<'a>,
         unit: Option<Unit>,
     },
+}
+
+impl Plan<'_> {
+    /// The server the message needs; messages that need the lent one only ever come as
+    /// `Pass` when one is lent.
+    fn target(&self) -> Target {
+        match self {
+            Plan::Query { target, .. } | Plan::Bind { target, .. } => *target,
+            _ => Target::Any,
+        }
+    }
 }
 
 impl Session<'_> {
@@ -66,19 +98,47 @@ impl Session<'_> {
             let plan = match self.plan(frame) {
                 Ok(Plan::Done) => continue,
                 Ok(Plan::Terminate) => break Ok(false),
+                Ok(Plan::Stall) => {
+                    pos -= len;
+                    self.stalled = true;
+                    break Ok(true);
+                }
                 Ok(plan) => plan,
                 Err(e) => break Err(e),
             };
-            if self.server.is_none() {
-                if let Err(e) = self.attach().await {
+            // Work on other shards first; what is left goes to one shard as usual.
+            let plan = match plan {
+                Plan::Broadcast { .. }
+                | Plan::Split { .. }
+                | Plan::Bind {
+                    broadcast: true, ..
+                } => {
+                    if self.server.is_some() && !self.is_idle() {
+                        pos -= len;
+                        self.stalled = true;
+                        break Ok(true);
+                    }
+                    match self.run_multi(plan).await {
+                        Plan::Done => continue,
+                        plan => plan,
+                    }
+                }
+                plan => plan,
+            };
+            match self.lend(plan.target()).await {
+                Lent::Ready => self.send(plan),
+                Lent::Wait => {
+                    // Taken up again once the other shard's replies are in.
+                    pos -= len;
+                    self.stalled = true;
+                    break Ok(true);
+                }
+                Lent::CrossShard(e) => self.refuse(&plan, e.into()),
+                Lent::Failed(e) => {
                     tracing::warn!(error = %e, "no server connection for client");
                     self.fail_without_server(&plan, &e);
-                    continue;
                 }
-            } else if self.gucs_dirty {
-                self.sync_settings();
             }
-            self.send(plan);
         };
         buf.advance(pos);
         self.replies.answer_ready(&mut self.to_client);
@@ -101,7 +161,23 @@ impl Session<'_> {
                 if self.answer_locally(&scan) {
                     return Ok(Plan::Done);
                 }
-                Plan::Query { frame, scan }
+                match self.route_query(sql) {
+                    Decision::Go(target) => Plan::Query {
+                        frame,
+                        scan,
+                        target,
+                    },
+                    Decision::Broadcast => Plan::Broadcast { frame, scan },
+                    Decision::Split(parts) => Plan::Split {
+                        sql: String::from_utf8_lossy(sql).into_owned(),
+                        parts,
+                    },
+                    Decision::Refuse(_) if !self.replies.is_empty() => Plan::Stall,
+                    Decision::Refuse(r) => {
+                        self.refuse_query(r);
+                        Plan::Done
+                    }
+                }
             }
             tag::PARSE => self.plan_parse(frame).map_err(|e| bad(self, e))?,
             tag::BIND => self.plan_bind(frame).map_err(|e| bad(self, e))?,
@@ -137,14 +213,14 @@ impl Session<'_> {
     /// Sends a planned message to the lent server.
     fn send(&mut self, plan: Plan<'_>) {
         match plan {
-            Plan::Query { frame, scan } => {
+            Plan::Query { frame, scan, .. } => {
                 self.note_commands(scan.commands, scan.statements);
                 self.to_server.extend_from_slice(frame.bytes);
                 self.push(Expect::forward(Unit::Query));
                 // A simple query replaces the server's unnamed statement.
                 self.server_conn().unnamed = None;
             }
-            Plan::Bind { bind, stmt } => self.send_bind(&bind, &stmt),
+            Plan::Bind { bind, stmt, .. } => self.send_bind(&bind, &stmt),
             Plan::DescribeStatement { stmt, named } => {
                 let name = self.ensure_prepared(&stmt, named);
                 wire::encode_describe(&mut self.to_server, b'S', &name);
@@ -162,8 +238,59 @@ impl Session<'_> {
                     self.push(Expect::forward(unit));
                 }
             }
-            Plan::Done | Plan::Terminate => {}
+            // Handled before a server is lent (`run_multi`).
+            Plan::Done
+            | Plan::Stall
+            | Plan::Terminate
+            | Plan::Broadcast { .. }
+            | Plan::Split { .. } => {}
         }
+    }
+
+    /// A statement the proxy will not route. Inside a transaction that runs on a shard the
+    /// server's transaction is made to fail with the same error (so a later COMMIT commits
+    /// nothing, exactly as after any error); otherwise the proxy answers alone.
+    fn refuse(&mut self, plan: &Plan<'_>, r: Refusal) {
+        match plan {
+            Plan::Bind { .. } => self.refuse_bind(r),
+            Plan::DescribeStatement { .. } | Plan::Pass { .. } => {
+                let _ = self.local_error(r.code, &r.message);
+            }
+            _ => self.refuse_query(r),
+        }
+    }
+
+    pub(super) fn refuse_query(&mut self, r: Refusal) {
+        if self.server.is_some() && self.in_transaction() {
+            wire::encode_query(&mut self.to_server, &abort_sql(&r));
+            self.push(Expect::forward(Unit::Query));
+            return;
+        }
+        let mut answer = BytesMut::new();
+        refusal_error(&r).encode(&mut answer);
+        wire::encode_ready_for_query(&mut answer, self.session.txn_status);
+        self.answer(Unit::Query, answer);
+    }
+
+    pub(super) fn refuse_bind(&mut self, r: Refusal) {
+        if self.server.is_some() && self.in_transaction() {
+            // Run the failing statement in the extended protocol, so the server skips to
+            // the client's Sync exactly as after any error.
+            wire::encode_parse(&mut self.to_server, b"", &abort_parse_tail(&r));
+            wire::encode_bind(&mut self.to_server, b"", b"", &[0, 0, 0, 0, 0, 0]);
+            wire::encode_execute(&mut self.to_server, b"", 0);
+            self.server_conn().unnamed = None;
+            self.needs_sync = true;
+            for unit in [Unit::Parse, Unit::Bind, Unit::Execute] {
+                self.push(Expect {
+                    unit,
+                    mode: Mode::Injected,
+                    undo: Undo::default(),
+                });
+            }
+            return;
+        }
+        let _ = self.local_error_with(refusal_error(&r));
     }
 
     /// Tells the client its stream made no sense and ends the session.
@@ -176,8 +303,12 @@ impl Session<'_> {
     /// An error the proxy raises in place of a server's, with Postgres's extended-protocol
     /// rule: everything up to the next Sync is then ignored.
     pub(super) fn local_error<'a>(&mut self, code: &'static str, message: &str) -> Plan<'a> {
+        self.local_error_with(PgError::error(code, message))
+    }
+
+    pub(super) fn local_error_with<'a>(&mut self, e: PgError) -> Plan<'a> {
         let mut answer = BytesMut::new();
-        PgError::error(code, message).encode(&mut answer);
+        e.encode(&mut answer);
         self.answer(Unit::Execute, answer);
         self.failed_until_sync = true;
         Plan::Done
@@ -303,4 +434,33 @@ impl Session<'_> {
     pub(super) fn server_conn(&mut self) -> &mut crate::backend::ServerConn {
         self.server.as_mut().expect("attached").conn_mut()
     }
+}
+
+fn refusal_error(r: &Refusal) -> PgError {
+    let e = PgError::error(r.code, r.message.clone());
+    match r.hint {
+        Some(h) => e.with_hint(h),
+        None => e,
+    }
+}
+
+/// A statement that fails on the server with the refusal's code, message and hint.
+fn abort_sql(r: &Refusal) -> String {
+    use crate::gucs::quote_literal;
+    let mut using = format!(
+        "ERRCODE = {}, MESSAGE = {}",
+        quote_literal(r.code),
+        quote_literal(&r.message)
+    );
+    if let Some(h) = r.hint {
+        using.push_str(&format!(", HINT = {}", quote_literal(h)));
+    }
+    format!("DO $shardgate$ BEGIN RAISE EXCEPTION USING {using}; END $shardgate$")
+}
+
+/// The Parse body (query text, no parameter types) of [`abort_sql`].
+fn abort_parse_tail(r: &Refusal) -> Vec<u8> {
+    let mut tail = abort_sql(r).into_bytes();
+    tail.extend_from_slice(&[0, 0, 0]);
+    tail
 }

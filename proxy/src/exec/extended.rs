@@ -13,14 +13,19 @@ use bytes::{Bytes, BytesMut};
 
 use super::client_msgs::Plan;
 use super::replies::{Expect, Mode, Undo, Unit};
+use super::route::{Decision, Target};
 use super::session::Session;
 use crate::frontend::Statement;
+use crate::router::RouteError;
 use crate::wire::{self, BindMsg, FrameRef, WireError};
 
 impl Session<'_> {
     pub(super) fn plan_parse<'a>(&mut self, frame: FrameRef<'a>) -> Result<Plan<'a>, WireError> {
         let parse = wire::decode_parse(frame.body())?;
-        let stmt = self.ctx.statements.intern(parse.after_name);
+        let classifier = &self.ctx.routing.classifier;
+        let stmt = self.ctx.statements.intern(parse.after_name, |query| {
+            classifier.classify(query).statements.into_iter().next()
+        });
         let mut undo = Undo::default();
         if parse.name.is_empty() {
             self.session.unnamed = Some(stmt);
@@ -41,9 +46,31 @@ impl Session<'_> {
 
     pub(super) fn plan_bind<'a>(&mut self, frame: FrameRef<'a>) -> Result<Plan<'a>, WireError> {
         let bind = wire::decode_bind(frame.body())?;
-        Ok(match self.client_statement(bind.statement) {
-            Some(stmt) => Plan::Bind { bind, stmt },
-            None => self.missing_statement(bind.statement),
+        let Some(stmt) = self.client_statement(bind.statement) else {
+            return Ok(self.missing_statement(bind.statement));
+        };
+        Ok(match self.route_bind(&stmt, bind.after_names) {
+            Decision::Go(target) => Plan::Bind {
+                bind,
+                stmt,
+                target,
+                broadcast: false,
+            },
+            Decision::Broadcast => Plan::Bind {
+                bind,
+                stmt,
+                target: Target::Any,
+                broadcast: true,
+            },
+            Decision::Split(_) => {
+                self.refuse_bind(RouteError::CrossShardWrite.into());
+                Plan::Done
+            }
+            Decision::Refuse(_) if !self.replies.is_empty() => Plan::Stall,
+            Decision::Refuse(r) => {
+                self.refuse_bind(r);
+                Plan::Done
+            }
         })
     }
 

@@ -7,7 +7,10 @@
 pub mod cancel;
 mod client_msgs;
 mod extended;
+mod lend;
+mod multi;
 pub mod replies;
+pub mod route;
 mod server_msgs;
 mod session;
 mod settings;
@@ -15,7 +18,9 @@ mod wakers;
 
 use std::sync::Arc;
 
-use crate::backend::Pool;
+use std::sync::atomic::AtomicUsize;
+
+use crate::backend::Pools;
 use crate::config::PoolMode;
 use crate::frontend::StatementRegistry;
 
@@ -24,8 +29,10 @@ pub use session::{SessionEnd, run};
 
 /// What every client session shares.
 pub struct ExecContext {
-    /// The shard's pool (one shard until routing lands).
-    pub pool: Arc<Pool>,
+    pub pools: Pools,
+    pub routing: route::Routing,
+    /// Spreads statements that any shard can run over the shards.
+    pub any_counter: AtomicUsize,
     pub statements: StatementRegistry,
     pub cancels: Arc<CancelRegistry>,
     pub pool_mode: PoolMode,

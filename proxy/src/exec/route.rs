@@ -9,9 +9,7 @@ use arc_swap::ArcSwap;
 use shardgate_catalog::{KeyType, MapHandle, ShardId, ShardMap, TenantKey};
 
 use super::session::Session;
-use crate::classify::{
-    BindParams, Classifier, KeyValues, StatementInfo, StatementKind, TableRef,
-};
+use crate::classify::{BindParams, Classifier, KeyValues, StatementInfo, StatementKind, TableRef};
 use crate::frontend::Statement;
 use crate::gucs::GucValue;
 use crate::router::{self, Access, Route, RouteError, SessionState, Tenants};
@@ -53,8 +51,7 @@ impl ShardedTables {
     pub fn contains(&self, t: &TableRef) -> bool {
         let check = |set: &HashSet<String>| {
             set.contains(&t.name)
-                || t
-                    .schema
+                || t.schema
                     .as_ref()
                     .is_some_and(|s| set.contains(&format!("{s}.{}", t.name)))
         };
@@ -77,6 +74,8 @@ pub(super) enum Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Decision {
     Go(Target),
+    /// Every shard (DDL, global tables); outside transactions only.
+    Broadcast,
     /// A multi-row INSERT whose rows live on several shards (simple protocol only).
     Split(Vec<(ShardId, Vec<usize>)>),
     Refuse(Refusal),
@@ -105,21 +104,21 @@ impl Session<'_> {
         let routing = &self.ctx.routing;
         let classified = routing.classifier.classify(sql);
         let map = routing.map.load_full();
-        let mut target = Target::Any;
         let single = classified.statements.len() == 1;
+        let mut acc = Decision::Go(Target::Any);
         for info in &classified.statements {
             let route = match self.route_statement(&map, info, None) {
                 Ok(r) => r,
                 Err(refusal) => return Decision::Refuse(refusal),
             };
-            let next = match route_to_decision(route, single) {
-                Decision::Go(t) => t,
-                other => return other,
-            };
-            target = match (target, next) {
-                (Target::Any, t) | (t, Target::Any) => t,
-                (Target::Shard(a), Target::Shard(b)) if a == b => Target::Shard(a),
-                (Target::Shard(a), Target::Shard(b)) => {
+            let next = self.finish_decision(route_to_decision(route, single), map.shards().len());
+            acc = match (acc, next) {
+                (Decision::Go(Target::Any), next) => next,
+                (acc, Decision::Go(Target::Any)) => acc,
+                (Decision::Go(a), Decision::Go(b)) if a == b => Decision::Go(a),
+                (Decision::Broadcast, Decision::Broadcast) => Decision::Broadcast,
+                (_, refused @ Decision::Refuse(_)) => return refused,
+                (Decision::Go(Target::Shard(a)), Decision::Go(Target::Shard(b))) => {
                     return Decision::Refuse(
                         RouteError::CrossShardTransaction {
                             pinned: a,
@@ -128,9 +127,29 @@ impl Session<'_> {
                         .into(),
                     );
                 }
+                _ => return Decision::Refuse(mixed_statements()),
             };
         }
-        Decision::Go(target)
+        acc
+    }
+
+    /// A broadcast on a one-shard map is just that shard; on more it cannot be part of a
+    /// transaction (each shard commits on its own).
+    fn finish_decision(&self, d: Decision, shards: usize) -> Decision {
+        match d {
+            Decision::Broadcast if shards == 1 => {
+                let map = self.ctx.routing.map.load_full();
+                Decision::Go(Target::Shard(map.shards()[0].id))
+            }
+            Decision::Broadcast if self.in_transaction() => Decision::Refuse(Refusal {
+                code: "SG003",
+                message: "this statement must run on every shard, which cannot be part of a \
+                          transaction"
+                    .into(),
+                hint: Some("run it outside the transaction block"),
+            }),
+            d => d,
+        }
     }
 
     /// Routes a Bind: the statement's key may be one of its parameters.
@@ -144,7 +163,7 @@ impl Session<'_> {
         };
         let map = self.ctx.routing.map.load_full();
         match self.route_statement(&map, info, Some(&params)) {
-            Ok(route) => route_to_decision(route, false),
+            Ok(route) => self.finish_decision(route_to_decision(route, false), map.shards().len()),
             Err(refusal) => Decision::Refuse(refusal),
         }
     }
@@ -197,6 +216,28 @@ impl Session<'_> {
         Ok(router::route(map, &stmt, &state))
     }
 
+    /// Whether a transaction block is open.
+    pub(super) fn in_transaction(&self) -> bool {
+        self.session.txn_status != b'I'
+    }
+
+    /// The shard the open transaction runs on, once it runs somewhere.
+    pub(super) fn txn_shard(&self) -> Option<ShardId> {
+        if self.in_transaction() {
+            self.server_shard
+        } else {
+            None
+        }
+    }
+
+    fn in_pinned_transaction(&self) -> bool {
+        self.txn_shard().is_some()
+    }
+
+    pub(super) fn guc_tenant_key(&self) -> Result<Option<TenantKey>, Refusal> {
+        self.guc_tenant()
+    }
+
     /// The tenant named by the session setting, if it is set.
     fn guc_tenant(&self) -> Result<Option<TenantKey>, Refusal> {
         let routing = &self.ctx.routing;
@@ -213,9 +254,11 @@ impl Session<'_> {
         if text.is_empty() {
             return Ok(None);
         }
-        routing.key_type.parse(&text).map(Some).map_err(|e| {
-            key_refusal(format!("{} is set to {text:?}: {e}", routing.key_guc))
-        })
+        routing
+            .key_type
+            .parse(&text)
+            .map(Some)
+            .map_err(|e| key_refusal(format!("{} is set to {text:?}: {e}", routing.key_guc)))
     }
 }
 
@@ -228,6 +271,14 @@ fn unquote_setting(raw: &str) -> Option<String> {
     match raw.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
         Some(inner) => Some(inner.replace("''", "'")),
         None => Some(raw.to_owned()),
+    }
+}
+
+fn mixed_statements() -> Refusal {
+    Refusal {
+        code: "SG003",
+        message: "the statements of this query string need different shards".into(),
+        hint: Some("send them one at a time"),
     }
 }
 
@@ -249,22 +300,20 @@ fn access(kind: StatementKind) -> Access {
 
 fn route_to_decision(route: Route, splittable: bool) -> Decision {
     match route {
-        Route::Single { shard, .. } | Route::Held { shard, .. } => Decision::Go(Target::Shard(shard)),
+        Route::Single { shard, .. } | Route::Held { shard, .. } => {
+            Decision::Go(Target::Shard(shard))
+        }
         Route::Any => Decision::Go(Target::Any),
         Route::FanOut(shards) if shards.len() == 1 => Decision::Go(Target::Shard(shards[0])),
         Route::FanOut(_) => Decision::Refuse(Refusal {
             code: "SG004",
             message: "this read spans several shards, and fan-out reads are not supported yet"
                 .into(),
-            hint: Some("name one tenant (WHERE on the shard key, a comment, or the tenant setting)"),
+            hint: Some(
+                "name one tenant (WHERE on the shard key, a comment, or the tenant setting)",
+            ),
         }),
-        Route::Broadcast => Decision::Refuse(Refusal {
-            code: "SG004",
-            message: "this statement would have to run on every shard (DDL or a global table), \
-                      which is not supported through the proxy yet"
-                .into(),
-            hint: Some("apply it to each shard directly"),
-        }),
+        Route::Broadcast => Decision::Broadcast,
         Route::Split(parts) if splittable => Decision::Split(parts),
         Route::Split(_) => Decision::Refuse(RouteError::CrossShardWrite.into()),
         Route::Refuse(e) => Decision::Refuse(e.into()),
@@ -286,8 +335,14 @@ mod tests {
     fn kinds_map_to_access() {
         assert_eq!(access(StatementKind::Select), Access::Read);
         assert_eq!(access(StatementKind::Insert), Access::Write);
-        assert_eq!(access(StatementKind::Copy { from_stdin: true }), Access::Write);
-        assert_eq!(access(StatementKind::Copy { from_stdin: false }), Access::Read);
+        assert_eq!(
+            access(StatementKind::Copy { from_stdin: true }),
+            Access::Write
+        );
+        assert_eq!(
+            access(StatementKind::Copy { from_stdin: false }),
+            Access::Read
+        );
         assert_eq!(access(StatementKind::Ddl), Access::Ddl);
     }
 }

@@ -174,6 +174,7 @@ impl Session<'_> {
         if let Some(mut s) = self.server.take() {
             s.conn_mut().broken = true;
         }
+        self.server_shard = None;
         PgError::fatal(e.sqlstate(), e.to_string()).encode(&mut self.to_client);
         SessionEnd::Server(e)
     }

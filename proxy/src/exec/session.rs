@@ -16,13 +16,14 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::ExecContext;
 use super::cancel::CancelHandle;
-use super::replies::{Expect, Mode, Replies, Unit};
+use super::replies::{Expect, Replies};
 use super::settings::SettingsTracker;
 use super::wakers::SessionWakers;
+use shardgate_catalog::ShardId;
+
 use crate::backend::{BackendError, Pooled};
 use crate::config::PoolMode;
 use crate::frontend::{ClientError, ClientSession, ClientStream};
-use crate::gucs::Gucs;
 use crate::wire::{self, PgError};
 
 /// Stop reading from one side while this much is waiting to be written to the other.
@@ -46,6 +47,11 @@ pub(super) struct Session<'a> {
     pub(super) to_client: BytesMut,
     pub(super) to_server: BytesMut,
     pub(super) server: Option<Pooled>,
+    /// The shard of the lent connection (set exactly when `server` is).
+    pub(super) server_shard: Option<ShardId>,
+    /// A client message waits for the lent connection of another shard to finish; no more
+    /// client input is read until it has.
+    pub(super) stalled: bool,
     pub(super) session: ClientSession,
     pub(super) replies: Replies,
     /// Extended-protocol messages were sent since the last Sync: the server is inside an
@@ -84,6 +90,8 @@ pub async fn run(
         to_client: BytesMut::with_capacity(READ_CHUNK),
         to_server: BytesMut::with_capacity(READ_CHUNK),
         server: None,
+        server_shard: None,
+        stalled: false,
         session,
         replies: Replies::default(),
         needs_sync: false,
@@ -104,7 +112,7 @@ impl Session<'_> {
     /// AuthenticationOk, the server's parameters as this client should see them, the cancel
     /// key and ReadyForQuery.
     async fn greet(&mut self) -> Result<(), SessionEnd> {
-        let params = match self.ctx.pool.server_params().await {
+        let params = match self.server_params().await {
             Ok(p) => p,
             Err(e) => {
                 let mut out = BytesMut::new();
@@ -128,6 +136,26 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// ParameterStatus values for the client: those of the first shard that answers.
+    async fn server_params(&self) -> Result<Vec<(String, String)>, BackendError> {
+        let map = self.ctx.routing.map.load_full();
+        let mut last = None;
+        for info in map.shards() {
+            let result = match self.ctx.pools.get(info) {
+                Ok(pool) => pool.server_params().await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(p) => return Ok(p),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or(BackendError::Config {
+            shard: "-".into(),
+            message: "the shard map has no shards".into(),
+        }))
+    }
+
     async fn serve(&mut self) -> Result<(), SessionEnd> {
         // Messages the client pipelined behind its StartupMessage.
         if !self.cbuf.is_empty() && !self.on_client_data().await? {
@@ -143,6 +171,12 @@ impl Session<'_> {
                 Event::Server => {
                     self.on_server_data()?;
                     self.maybe_release();
+                    if self.stalled && self.replies.is_empty() && self.to_server.is_empty() {
+                        self.stalled = false;
+                        if !self.on_client_data().await? {
+                            return Ok(());
+                        }
+                    }
                 }
             }
         }
@@ -171,7 +205,7 @@ impl Session<'_> {
                 return Poll::Ready(Err(ClientError::Io(e).into()));
             }
         }
-        if self.to_server.len() < HIGH_WATER && wakers.client.take() {
+        if self.to_server.len() < HIGH_WATER && !self.stalled && wakers.client.take() {
             let mut cx = wakers.client.context();
             match poll_read_buf(&mut self.client, &mut cx, &mut self.cbuf) {
                 Poll::Pending => {}
@@ -225,72 +259,12 @@ impl Session<'_> {
         if let Some(mut s) = self.server.take() {
             s.conn_mut().broken = true;
         }
+        self.server_shard = None;
         self.cancel.slot.set(None);
         PgError::fatal(e.sqlstate(), e.to_string())
             .with_hint("the server connection was lost; reconnect and retry")
             .encode(&mut self.to_client);
         SessionEnd::Server(e)
-    }
-
-    /// Lends the client a server connection and brings its settings in line with the
-    /// client's session, pipelined ahead of the client's first message.
-    pub(super) async fn attach(&mut self) -> Result<(), BackendError> {
-        let mut pooled = self.ctx.pool.get().await?;
-        let conn = pooled.conn_mut();
-        if conn.needs_reset {
-            wire::encode_query(&mut self.to_server, "DISCARD ALL");
-            self.push(Expect {
-                unit: Unit::Query,
-                mode: Mode::Replay,
-                undo: Default::default(),
-            });
-            conn.needs_reset = false;
-            conn.gucs = Gucs::default();
-            conn.prepared.clear();
-        }
-        self.cancel.slot.set(Some(conn.key));
-        self.server = Some(pooled);
-        // A connection new to this session is not registered for wake-ups yet.
-        if let Some(w) = &self.wakers {
-            w.server.poll_again();
-        }
-        self.sync_settings();
-        Ok(())
-    }
-
-    /// Replays the difference between the server's settings and the client's, if any.
-    pub(super) fn sync_settings(&mut self) {
-        self.gucs_dirty = false;
-        let Some(server) = self.server.as_mut() else {
-            return;
-        };
-        let conn = server.conn_mut();
-        if let Some(sql) = conn.gucs.sync_sql(&self.session.gucs) {
-            wire::encode_query(&mut self.to_server, &sql);
-            conn.gucs = self.session.gucs.clone();
-            self.push(Expect {
-                unit: Unit::Query,
-                mode: Mode::Replay,
-                undo: Default::default(),
-            });
-        }
-    }
-
-    /// Gives the server connection back once the client is between transactions and every
-    /// reply has arrived (transaction pooling only).
-    pub(super) fn maybe_release(&mut self) {
-        if self.ctx.pool_mode != PoolMode::Transaction
-            || self.server.is_none()
-            || !self.replies.is_empty()
-            || self.needs_sync
-            || self.copy_in
-            || self.session.txn_status != b'I'
-            || !self.to_server.is_empty()
-        {
-            return;
-        }
-        self.cancel.slot.set(None);
-        self.server = None;
     }
 
     /// The client is leaving: a server connection still lent is returned if it is idle

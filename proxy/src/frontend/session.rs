@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::classify::SessionCommand;
+use crate::classify::{SessionCommand, StatementInfo};
 use crate::gucs::{GucValue, Gucs};
 
 /// A prepared statement as the proxy names it on servers. Two clients that prepare the same
@@ -22,6 +22,11 @@ pub struct Statement {
     pub parse_tail: Bytes,
     /// Session commands the statement runs (a prepared `SET`), noted at each Bind.
     pub commands: Vec<SessionCommand>,
+    /// Parameter types the client declared in its Parse (0 = unspecified).
+    pub param_types: Vec<u32>,
+    /// What the statement is and where its shard key comes from, classified once; `None`
+    /// when the Parse held no statement.
+    pub classified: Option<StatementInfo>,
 }
 
 /// Interns statements by their Parse body so equal statements get one id. Bounded: when
@@ -34,7 +39,12 @@ pub struct StatementRegistry {
 }
 
 impl StatementRegistry {
-    pub fn intern(&self, parse_tail: &[u8]) -> Arc<Statement> {
+    /// The statement for a Parse body; `classify` runs only for a body not seen before.
+    pub fn intern(
+        &self,
+        parse_tail: &[u8],
+        classify: impl FnOnce(&[u8]) -> Option<StatementInfo>,
+    ) -> Arc<Statement> {
         let mut map = crate::lock(&self.by_body);
         if let Some(s) = map.get(parse_tail) {
             return s.clone();
@@ -44,12 +54,14 @@ impl StatementRegistry {
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let tail = Bytes::copy_from_slice(parse_tail);
-        let query = tail.split(|&b| b == 0).next().unwrap_or_default();
+        let (query, param_types) = split_parse_tail(&tail);
         let stmt = Arc::new(Statement {
             id,
             server_name: Bytes::from(format!("sg{id}")),
             parse_tail: tail.clone(),
             commands: crate::classify::scan_session_commands(query).commands,
+            param_types,
+            classified: classify(query),
         });
         map.insert(tail, stmt.clone());
         stmt
@@ -65,6 +77,25 @@ impl StatementRegistry {
 }
 
 const REGISTRY_CAP: usize = 20_000;
+
+/// Query text and declared parameter types of a Parse body (already validated by the wire
+/// decoder; anything short is read as no types).
+fn split_parse_tail(tail: &[u8]) -> (&[u8], Vec<u32>) {
+    let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+    let rest = tail.get(end + 1..).unwrap_or_default();
+    let n = rest
+        .get(..2)
+        .map_or(0, |b| i16::from_be_bytes([b[0], b[1]]).max(0) as usize);
+    let types = rest
+        .get(2..2 + 4 * n)
+        .map(|b| {
+            b.chunks_exact(4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        })
+        .unwrap_or_default();
+    (&tail[..end], types)
+}
 
 /// Startup parameters that are not settings.
 const NOT_SETTINGS: [&str; 4] = ["user", "database", "replication", "options"];
@@ -231,9 +262,10 @@ mod tests {
     #[test]
     fn registry_shares_equal_statements() {
         let r = StatementRegistry::default();
-        let a = r.intern(b"select 1\0\0\0");
-        let b = r.intern(b"select 1\0\0\0");
-        let c = r.intern(b"select 2\0\0\0");
+        let a = r.intern(b"select 1\0\0\0", |_| None);
+        let b = r.intern(b"select 1\0\0\0", |_| panic!("classified twice"));
+        let c = r.intern(b"select 2\0\0\x01\0\0\0\x17", |_| None);
+        assert_eq!(c.param_types, vec![23]);
         assert_eq!(a.id, b.id);
         assert_ne!(a.id, c.id);
         assert_eq!(&a.server_name[..], format!("sg{}", a.id).as_bytes());

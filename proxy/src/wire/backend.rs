@@ -1,6 +1,8 @@
 //! Messages a server (backend) sends: decoders for the few the proxy inspects and encoders
 //! for the ones the proxy answers itself.
 
+use std::borrow::Cow;
+
 use bytes::{BufMut, BytesMut};
 
 use super::{Reader, WireError, put_cstr, put_msg};
@@ -86,6 +88,22 @@ pub fn decode_command_tag(body: &[u8]) -> &[u8] {
     body.strip_suffix(&[0]).unwrap_or(body)
 }
 
+/// `DataRow`: the column values (`None` is NULL), as raw bytes.
+pub fn decode_data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, WireError> {
+    let mut r = Reader::new(body, "DataRow");
+    let n = r.i16()?;
+    let mut values = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        let len = r.i32()?;
+        values.push(if len < 0 {
+            None
+        } else {
+            Some(r.take(len as usize)?)
+        });
+    }
+    Ok(values)
+}
+
 /// The fields of an `ErrorResponse` or `NoticeResponse` that the proxy looks at.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ErrorFields {
@@ -118,7 +136,7 @@ pub fn decode_error(body: &[u8]) -> ErrorFields {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgError {
     pub severity: Severity,
-    pub code: &'static str,
+    pub code: Cow<'static, str>,
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
@@ -142,17 +160,17 @@ impl Severity {
 }
 
 impl PgError {
-    pub fn error(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn error(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self {
             severity: Severity::Error,
-            code,
+            code: code.into(),
             message: message.into(),
             detail: None,
             hint: None,
         }
     }
 
-    pub fn fatal(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn fatal(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self {
             severity: Severity::Fatal,
             ..Self::error(code, message)
@@ -178,7 +196,7 @@ impl PgError {
             for (k, v) in [
                 (b'S', self.severity.as_str()),
                 (b'V', self.severity.as_str()),
-                (b'C', self.code),
+                (b'C', self.code.as_ref()),
                 (b'M', &self.message),
             ] {
                 b.put_u8(k);

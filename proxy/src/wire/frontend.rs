@@ -223,6 +223,13 @@ pub fn encode_close(out: &mut BytesMut, kind: u8, name: &[u8]) {
     });
 }
 
+pub fn encode_execute(out: &mut BytesMut, portal: &[u8], max_rows: i32) {
+    put_msg(out, tag::EXECUTE, |b| {
+        put_cstr(b, portal);
+        b.put_i32(max_rows);
+    });
+}
+
 pub fn encode_sync(out: &mut BytesMut) {
     put_msg(out, tag::SYNC, |_| {});
 }

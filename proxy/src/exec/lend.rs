@@ -1,0 +1,179 @@
+//! Lending a client a server connection on the shard its statement needs, and taking it
+//! back at the end of each transaction (transaction pooling) or session.
+
+use std::sync::atomic::Ordering;
+
+use shardgate_catalog::{ShardId, ShardState};
+
+use super::replies::{Expect, Mode, Unit};
+use super::route::Target;
+use super::session::Session;
+use crate::backend::BackendError;
+use crate::config::PoolMode;
+use crate::gucs::Gucs;
+use crate::router::RouteError;
+use crate::wire;
+
+/// Whether the message can go on.
+pub(super) enum Lent {
+    Ready,
+    /// Replies from another shard's connection are still due: wait for them, then retry
+    /// the message (the client pipelined statements for different shards).
+    Wait,
+    /// The message needs another shard while this one's transaction is open.
+    CrossShard(RouteError),
+    Failed(BackendError),
+}
+
+impl Session<'_> {
+    /// Makes sure a server of `target` is lent, switching shards between transactions.
+    pub(super) async fn lend(&mut self, target: Target) -> Lent {
+        let wanted = match (target, self.server_shard) {
+            (Target::Any, Some(_)) => return self.ready(),
+            (Target::Shard(t), Some(s)) if t == s => return self.ready(),
+            (Target::Shard(t), _) => t,
+            (Target::Any, None) => match self.any_shard() {
+                Ok(s) => s,
+                Err(e) => return Lent::Failed(e),
+            },
+        };
+        if let Some(current) = self.server_shard {
+            if self.in_transaction() || self.needs_sync || self.copy_in {
+                return Lent::CrossShard(RouteError::CrossShardTransaction {
+                    pinned: current,
+                    wanted,
+                });
+            }
+            if !self.is_idle() {
+                return Lent::Wait;
+            }
+            self.give_back();
+        }
+        match self.attach(wanted).await {
+            Ok(()) => Lent::Ready,
+            Err(e) => Lent::Failed(e),
+        }
+    }
+
+    fn ready(&mut self) -> Lent {
+        if self.gucs_dirty {
+            self.sync_settings();
+        }
+        Lent::Ready
+    }
+
+    /// A shard for a statement any shard can run: the tenant setting's shard if one is
+    /// set (so a transaction that starts this way stays where the tenant is), else the
+    /// active shards in turn.
+    fn any_shard(&self) -> Result<ShardId, BackendError> {
+        let routing = &self.ctx.routing;
+        let map = routing.map.load_full();
+        if let Ok(Some(key)) = self.guc_tenant_key()
+            && let Ok(p) = map.locate(&key)
+        {
+            return Ok(p.shard);
+        }
+        let active: Vec<_> = map
+            .shards()
+            .iter()
+            .filter(|s| s.state == ShardState::Active)
+            .map(|s| s.id)
+            .collect();
+        let shards = if active.is_empty() {
+            map.shards().iter().map(|s| s.id).collect()
+        } else {
+            active
+        };
+        let n = self.ctx.any_counter.fetch_add(1, Ordering::Relaxed);
+        shards
+            .get(n % shards.len().max(1))
+            .copied()
+            .ok_or_else(|| BackendError::Config {
+                shard: "-".into(),
+                message: "the shard map has no shards".into(),
+            })
+    }
+
+    /// Lends the client a connection to `shard` and brings its settings in line with the
+    /// client's session, pipelined ahead of the client's first message.
+    pub(super) async fn attach(&mut self, shard: ShardId) -> Result<(), BackendError> {
+        let pool = {
+            let map = self.ctx.routing.map.load_full();
+            let info = map.shard(shard).ok_or_else(|| BackendError::Config {
+                shard: shard.to_string(),
+                message: "the shard is not in the current map".into(),
+            })?;
+            self.ctx.pools.get(info)?
+        };
+        let mut pooled = pool.get().await?;
+        let conn = pooled.conn_mut();
+        if conn.needs_reset {
+            wire::encode_query(&mut self.to_server, "DISCARD ALL");
+            self.push(Expect {
+                unit: Unit::Query,
+                mode: Mode::Replay,
+                undo: Default::default(),
+            });
+            conn.needs_reset = false;
+            conn.gucs = Gucs::default();
+            conn.prepared.clear();
+            conn.unnamed = None;
+        }
+        self.cancel.slot.set(Some(conn.key));
+        self.server = Some(pooled);
+        self.server_shard = Some(shard);
+        // A connection new to this session is not registered for wake-ups yet.
+        if let Some(w) = &self.wakers {
+            w.server.poll_again();
+        }
+        self.sync_settings();
+        Ok(())
+    }
+
+    /// Replays the difference between the server's settings and the client's, if any.
+    pub(super) fn sync_settings(&mut self) {
+        self.gucs_dirty = false;
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
+        let conn = server.conn_mut();
+        if let Some(sql) = conn.gucs.sync_sql(&self.session.gucs) {
+            wire::encode_query(&mut self.to_server, &sql);
+            conn.gucs = self.session.gucs.clone();
+            self.push(Expect {
+                unit: Unit::Query,
+                mode: Mode::Replay,
+                undo: Default::default(),
+            });
+        }
+    }
+
+    /// Whether the lent connection has nothing in flight and no transaction open.
+    pub(super) fn is_idle(&self) -> bool {
+        self.replies.is_empty()
+            && !self.needs_sync
+            && !self.copy_in
+            && self.session.txn_status == b'I'
+            && self.to_server.is_empty()
+    }
+
+    /// Gives the connection back once the client is between transactions and every reply
+    /// has arrived (transaction pooling only).
+    pub(super) fn maybe_release(&mut self) {
+        if self.ctx.pool_mode == PoolMode::Transaction && self.server.is_some() && self.is_idle() {
+            self.give_back();
+        }
+    }
+
+    /// Returns the lent connection to its pool. In session pooling the session's state on
+    /// it is discarded before its next client.
+    pub(super) fn give_back(&mut self) {
+        if let Some(mut server) = self.server.take()
+            && self.ctx.pool_mode == PoolMode::Session
+        {
+            server.conn_mut().needs_reset = true;
+        }
+        self.server_shard = None;
+        self.cancel.slot.set(None);
+    }
+}
