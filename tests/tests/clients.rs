@@ -410,6 +410,22 @@ async fn tokio_postgres_cancel_token_cancels_through_the_proxy() {
             "{label}: {err}"
         );
         assert!(took <= CANCEL_DEADLINE, "{label}: cancel took {took:?}");
+        // Postgres delivers a cancel through a process of its own and may do so late
+        // enough to hit the next statement on the same server process; this happens
+        // without the proxy too (seen under load). Absorb such a stale cancel here, so
+        // the next iteration measures its own.
+        let mut settled = false;
+        for _ in 0..3 {
+            match client.simple_query("select 1").await {
+                Ok(_) => {
+                    settled = true;
+                    break;
+                }
+                Err(e) if e.code() == Some(&SqlState::QUERY_CANCELED) => continue,
+                Err(e) => panic!("{label}: the client is broken after the cancel: {e}"),
+            }
+        }
+        assert!(settled, "{label}: cancels kept arriving after the one sent");
     }
     let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1, "the client still works after two cancels");

@@ -700,7 +700,7 @@ async fn garbage_from_many_clients_harms_neither_the_proxy_nor_good_clients() {
     for c in holders.iter_mut() {
         let tx = within(10, "holding the whole pool", c.transaction())
             .await
-            .unwrap_or_else(|e| panic!("pool slot missing after fuzzing (seed {seed}): {e}"));
+            .unwrap_or_else(|e| panic!("pool slot missing after fuzzing (seed {seed}): {e:?}"));
         tx.query_one("select 1", &[]).await.unwrap();
         txs.push(tx);
     }

@@ -73,6 +73,9 @@ impl Session<'_> {
     /// Handles every complete message in the client buffer. Returns false when the client
     /// said goodbye (Terminate).
     pub(super) async fn on_client_data(&mut self) -> Result<bool, SessionEnd> {
+        if self.stalled {
+            return Ok(true); // buffered; handled when the stall ends
+        }
         // Messages are handled in place in the receive buffer, which is taken out of `self`
         // meanwhile and given back with what is left (a partial message at most).
         let mut buf = std::mem::take(&mut self.cbuf);
@@ -113,7 +116,7 @@ impl Session<'_> {
                 | Plan::Bind {
                     broadcast: true, ..
                 } => {
-                    if self.server.is_some() && !self.is_idle() {
+                    if self.awaiting_server() {
                         pos -= len;
                         self.stalled = true;
                         break Ok(true);
@@ -152,6 +155,16 @@ impl Session<'_> {
         if self.failed_until_sync {
             return Ok(self.after_local_error(frame));
         }
+        if self.copy_in
+            && !matches!(
+                frame.tag,
+                tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL | tag::TERMINATE
+            )
+        {
+            // Postgres takes anything else during COPY FROM STDIN as part of the COPY
+            // (Flush and Sync are ignored, others end it with an error): no reply of its own.
+            return Ok(Plan::Pass { frame, unit: None });
+        }
         let attached = self.server.is_some();
         Ok(match frame.tag {
             tag::TERMINATE => Plan::Terminate,
@@ -172,7 +185,7 @@ impl Session<'_> {
                         sql: String::from_utf8_lossy(sql).into_owned(),
                         parts,
                     },
-                    Decision::Refuse(_) if !self.replies.is_empty() => Plan::Stall,
+                    Decision::Refuse(_) if self.awaiting_server() => Plan::Stall,
                     Decision::Refuse(r) => {
                         self.refuse_query(r);
                         Plan::Done

@@ -66,7 +66,7 @@ impl Session<'_> {
                 self.refuse_bind(RouteError::CrossShardWrite.into());
                 Plan::Done
             }
-            Decision::Refuse(_) if !self.replies.is_empty() => Plan::Stall,
+            Decision::Refuse(_) if self.awaiting_server() => Plan::Stall,
             Decision::Refuse(r) => {
                 self.refuse_bind(r);
                 Plan::Done

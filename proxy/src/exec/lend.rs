@@ -44,7 +44,7 @@ impl Session<'_> {
                     wanted,
                 });
             }
-            if !self.is_idle() {
+            if self.awaiting_server() {
                 return Lent::Wait;
             }
             self.give_back();
@@ -146,6 +146,12 @@ impl Session<'_> {
                 undo: Default::default(),
             });
         }
+    }
+
+    /// Whether the lent connection still owes replies (or has bytes not yet sent to it):
+    /// a stalled client message is taken up again when this turns false.
+    pub(super) fn awaiting_server(&self) -> bool {
+        !self.replies.is_empty() || !self.to_server.is_empty()
     }
 
     /// Whether the lent connection has nothing in flight and no transaction open.

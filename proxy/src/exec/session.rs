@@ -29,6 +29,8 @@ use crate::wire::{self, PgError};
 /// Stop reading from one side while this much is waiting to be written to the other.
 const HIGH_WATER: usize = 256 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
+/// How much a stalled session buffers from its client before it stops reading.
+const STALLED_READ_LIMIT: usize = 1 << 20;
 
 /// Why a session ended, for the log; the client has been told whatever it needed to know.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,8 @@ pub(super) struct Session<'a> {
 enum Event {
     Client,
     Server,
+    /// A stalled client message can be taken up again: the server owes nothing more.
+    Resume,
 }
 
 /// Greets an authenticated client and serves it until it leaves.
@@ -171,11 +175,11 @@ impl Session<'_> {
                 Event::Server => {
                     self.on_server_data()?;
                     self.maybe_release();
-                    if self.stalled && self.replies.is_empty() && self.to_server.is_empty() {
-                        self.stalled = false;
-                        if !self.on_client_data().await? {
-                            return Ok(());
-                        }
+                }
+                Event::Resume => {
+                    self.stalled = false;
+                    if !self.on_client_data().await? {
+                        return Ok(());
                     }
                 }
             }
@@ -205,7 +209,16 @@ impl Session<'_> {
                 return Poll::Ready(Err(ClientError::Io(e).into()));
             }
         }
-        if self.to_server.len() < HIGH_WATER && !self.stalled && wakers.client.take() {
+        if self.stalled && !self.awaiting_server() {
+            return Poll::Ready(Ok(Event::Resume));
+        }
+        // A stalled session still reads (bounded), so that a client that leaves is noticed.
+        let room = if self.stalled {
+            self.cbuf.len() < STALLED_READ_LIMIT
+        } else {
+            self.to_server.len() < HIGH_WATER
+        };
+        if room && wakers.client.take() {
             let mut cx = wakers.client.context();
             match poll_read_buf(&mut self.client, &mut cx, &mut self.cbuf) {
                 Poll::Pending => {}
