@@ -174,7 +174,17 @@ impl Session<'_> {
                 if self.answer_locally(&scan) {
                     return Ok(Plan::Done);
                 }
-                match self.route_query(sql) {
+                let (decision, kind) = self.route_query(sql);
+                if let Some(kind) = kind
+                    && self.txn_control_locally(kind, &String::from_utf8_lossy(sql))
+                {
+                    return Ok(Plan::Done);
+                }
+                if self.aborted_locally() {
+                    self.abort_error();
+                    return Ok(Plan::Done);
+                }
+                match decision {
                     Decision::Go(target) => Plan::Query {
                         frame,
                         scan,
@@ -200,7 +210,10 @@ impl Session<'_> {
                 frame,
                 unit: Some(Unit::Execute),
             },
-            tag::EXECUTE => self.local_error("34000", "portal does not exist"),
+            tag::EXECUTE => match self.portal_locally(true) {
+                Some(plan) => plan,
+                None => self.local_error("34000", "portal does not exist"),
+            },
             tag::SYNC if attached => Plan::Pass {
                 frame,
                 unit: Some(Unit::Sync),
@@ -279,6 +292,7 @@ impl Session<'_> {
             self.push(Expect::forward(Unit::Query));
             return;
         }
+        self.fail_pending();
         let mut answer = BytesMut::new();
         refusal_error(&r).encode(&mut answer);
         wire::encode_ready_for_query(&mut answer, self.session.txn_status);
@@ -303,6 +317,7 @@ impl Session<'_> {
             }
             return;
         }
+        self.fail_pending();
         let _ = self.local_error_with(refusal_error(&r));
     }
 

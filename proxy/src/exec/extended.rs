@@ -49,6 +49,15 @@ impl Session<'_> {
         let Some(stmt) = self.client_statement(bind.statement) else {
             return Ok(self.missing_statement(bind.statement));
         };
+        if let Some(plan) = self.bind_locally(&stmt, bind.portal) {
+            return Ok(plan);
+        }
+        if self.aborted_locally() {
+            return Ok(self.local_error(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
+        }
         Ok(match self.route_bind(&stmt, bind.after_names) {
             Decision::Go(target) => Plan::Bind {
                 bind,
@@ -77,13 +86,15 @@ impl Session<'_> {
     pub(super) fn plan_describe<'a>(&mut self, frame: FrameRef<'a>) -> Result<Plan<'a>, WireError> {
         let (kind, name) = wire::decode_target(frame.body(), "Describe")?;
         if kind == b'P' {
-            return Ok(if self.server.is_some() {
-                Plan::Pass {
+            if self.server.is_some() {
+                return Ok(Plan::Pass {
                     frame,
                     unit: Some(Unit::Describe),
-                }
-            } else {
-                self.local_error("34000", "portal does not exist")
+                });
+            }
+            return Ok(match self.portal_locally(false) {
+                Some(plan) => plan,
+                None => self.local_error("34000", "portal does not exist"),
             });
         }
         Ok(match self.client_statement(name) {

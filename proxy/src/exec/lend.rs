@@ -126,7 +126,10 @@ impl Session<'_> {
         if let Some(w) = &self.wakers {
             w.server.poll_again();
         }
+        // Session settings first: inside the transaction a SET would be undone by its
+        // rollback.
         self.sync_settings();
+        self.begin_on_server();
         Ok(())
     }
 

@@ -14,6 +14,7 @@ pub mod route;
 mod server_msgs;
 mod session;
 mod settings;
+mod txn;
 mod wakers;
 
 use std::sync::Arc;

@@ -9,7 +9,10 @@ use arc_swap::ArcSwap;
 use shardgate_catalog::{KeyType, MapHandle, ShardId, ShardMap, TenantKey};
 
 use super::session::Session;
-use crate::classify::{BindParams, Classifier, KeyValues, StatementInfo, StatementKind, TableRef};
+use crate::classify::{
+    BindParams, Classified, Classifier, KeyValues, SessionCommand, StatementInfo, StatementKind,
+    TableRef, scan_session_commands, split_statements,
+};
 use crate::frontend::Statement;
 use crate::gucs::GucValue;
 use crate::router::{self, Access, Route, RouteError, SessionState, Tenants};
@@ -99,15 +102,34 @@ impl From<RouteError> for Refusal {
 }
 
 impl Session<'_> {
-    /// Routes a simple query string: every statement in it must go to one place.
-    pub(super) fn route_query(&mut self, sql: &[u8]) -> Decision {
+    /// Routes a simple query string: every statement in it must go to one place. Also
+    /// returns the kind of the statement when the string holds exactly one.
+    pub(super) fn route_query(&mut self, sql: &[u8]) -> (Decision, Option<StatementKind>) {
         let routing = &self.ctx.routing;
         let classified = routing.classifier.classify(sql);
-        let map = routing.map.load_full();
+        let kind = match classified.statements.as_slice() {
+            [one] => Some(one.template.kind),
+            _ => None,
+        };
+        (self.route_classified(sql, &classified), kind)
+    }
+
+    fn route_classified(&mut self, sql: &[u8], classified: &Classified) -> Decision {
+        let map = self.ctx.routing.map.load_full();
         let single = classified.statements.len() == 1;
+        let mut guc = match self.guc_tenant() {
+            Ok(k) => k,
+            Err(r) => return Decision::Refuse(r),
+        };
+        // A SET of the tenant setting earlier in the same string counts for the statements
+        // after it (statements and their texts line up: both leave out empty ones).
+        let parts: Vec<&[u8]> = split_statements(sql)
+            .filter(|p| p.iter().any(|b| !b.is_ascii_whitespace()))
+            .collect();
+        let aligned = parts.len() == classified.statements.len();
         let mut acc = Decision::Go(Target::Any);
-        for info in &classified.statements {
-            let route = match self.route_statement(&map, info, None) {
+        for (i, info) in classified.statements.iter().enumerate() {
+            let route = match self.route_statement(&map, info, None, guc.clone()) {
                 Ok(r) => r,
                 Err(refusal) => return Decision::Refuse(refusal),
             };
@@ -129,6 +151,13 @@ impl Session<'_> {
                 }
                 _ => return Decision::Refuse(mixed_statements()),
             };
+            if aligned && matches!(info.template.kind, StatementKind::Set) {
+                match self.tenant_set_by(parts[i]) {
+                    Ok(Some(next)) => guc = next,
+                    Ok(None) => {}
+                    Err(r) => return Decision::Refuse(r),
+                }
+            }
         }
         acc
     }
@@ -162,7 +191,11 @@ impl Session<'_> {
             Err(e) => return Decision::Refuse(key_refusal(e.to_string())),
         };
         let map = self.ctx.routing.map.load_full();
-        match self.route_statement(&map, info, Some(&params)) {
+        let guc = match self.guc_tenant() {
+            Ok(k) => k,
+            Err(r) => return Decision::Refuse(r),
+        };
+        match self.route_statement(&map, info, Some(&params), guc) {
             Ok(route) => self.finish_decision(route_to_decision(route, false), map.shards().len()),
             Err(refusal) => Decision::Refuse(refusal),
         }
@@ -173,6 +206,7 @@ impl Session<'_> {
         map: &ShardMap,
         info: &StatementInfo,
         params: Option<&BindParams<'_>>,
+        guc_tenant: Option<TenantKey>,
     ) -> Result<Route, Refusal> {
         let routing = &self.ctx.routing;
         let t = &info.template;
@@ -183,7 +217,11 @@ impl Session<'_> {
         let tenants = match &keys {
             KeyValues::Keys(k) if !k.is_empty() => Tenants::Keys(k),
             KeyValues::PerRow(rows) if !rows.is_empty() => Tenants::PerRow(rows),
-            _ => match self.guc_tenant()? {
+            // Session and transaction control run anywhere: the tenant setting does not
+            // pull them to its shard (in a string, `SET app.tenant_id = 1; INSERT …` must
+            // not pin the SET to the previous tenant).
+            _ if is_control(t.kind) => Tenants::None,
+            _ => match guc_tenant {
                 Some(k) => {
                     guc = [k];
                     Tenants::Keys(&guc)
@@ -216,7 +254,8 @@ impl Session<'_> {
         Ok(router::route(map, &stmt, &state))
     }
 
-    /// Whether a transaction block is open.
+    /// Whether a transaction block is open (also one the proxy has not begun on a server
+    /// yet).
     pub(super) fn in_transaction(&self) -> bool {
         self.session.txn_status != b'I'
     }
@@ -236,6 +275,31 @@ impl Session<'_> {
 
     pub(super) fn guc_tenant_key(&self) -> Result<Option<TenantKey>, Refusal> {
         self.guc_tenant()
+    }
+
+    /// The tenant a `SET` statement gives the tenant setting: `Some(None)` when it resets
+    /// it, `None` when the statement sets something else.
+    fn tenant_set_by(&self, stmt: &[u8]) -> Result<Option<Option<TenantKey>>, Refusal> {
+        let routing = &self.ctx.routing;
+        let mut result = None;
+        for cmd in scan_session_commands(stmt).commands {
+            let value = match cmd {
+                SessionCommand::Set { name, value } if name == routing.key_guc => {
+                    unquote_setting(&value)
+                }
+                SessionCommand::SetConfig { name, value } if name == routing.key_guc => Some(value),
+                SessionCommand::Reset { name } if name == routing.key_guc => None,
+                SessionCommand::ResetAll => None,
+                _ => continue,
+            };
+            result = Some(match value.filter(|v| !v.is_empty()) {
+                Some(v) => Some(routing.key_type.parse(&v).map_err(|e| {
+                    key_refusal(format!("{} is set to {v:?}: {e}", routing.key_guc))
+                })?),
+                None => None,
+            });
+        }
+        Ok(result)
     }
 
     /// The tenant named by the session setting, if it is set.
@@ -288,6 +352,18 @@ fn key_refusal(message: String) -> Refusal {
         message: format!("cannot route the statement: {message}"),
         hint: None,
     }
+}
+
+fn is_control(kind: StatementKind) -> bool {
+    matches!(
+        kind,
+        StatementKind::Set
+            | StatementKind::Show
+            | StatementKind::Begin
+            | StatementKind::Commit
+            | StatementKind::Rollback
+            | StatementKind::TxnOther
+    )
 }
 
 fn access(kind: StatementKind) -> Access {

@@ -18,6 +18,7 @@ use super::ExecContext;
 use super::cancel::CancelHandle;
 use super::replies::{Expect, Replies};
 use super::settings::SettingsTracker;
+use super::txn::PendingTxn;
 use super::wakers::SessionWakers;
 use shardgate_catalog::ShardId;
 
@@ -54,6 +55,8 @@ pub(super) struct Session<'a> {
     /// A client message waits for the lent connection of another shard to finish; no more
     /// client input is read until it has.
     pub(super) stalled: bool,
+    /// A transaction answered BEGIN for but not begun on a server yet.
+    pub(super) pending: PendingTxn,
     pub(super) session: ClientSession,
     pub(super) replies: Replies,
     /// Extended-protocol messages were sent since the last Sync: the server is inside an
@@ -96,6 +99,7 @@ pub async fn run(
         server: None,
         server_shard: None,
         stalled: false,
+        pending: PendingTxn::default(),
         session,
         replies: Replies::default(),
         needs_sync: false,

@@ -274,6 +274,14 @@ pub fn encode_parse_complete(out: &mut BytesMut) {
     put_msg(out, btag::PARSE_COMPLETE, |_| {});
 }
 
+pub fn encode_bind_complete(out: &mut BytesMut) {
+    put_msg(out, btag::BIND_COMPLETE, |_| {});
+}
+
+pub fn encode_no_data(out: &mut BytesMut) {
+    put_msg(out, btag::NO_DATA, |_| {});
+}
+
 pub fn encode_close_complete(out: &mut BytesMut) {
     put_msg(out, btag::CLOSE_COMPLETE, |_| {});
 }
