@@ -9,18 +9,18 @@ use crate::text::ParseError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("cannot connect to the catalog at {url}: {source}")]
+    #[error("cannot connect to the catalog at {url}: {}", chain(.source))]
     Connect {
         /// With the password masked.
         url: String,
         source: tokio_postgres::Error,
     },
-    #[error("invalid catalog url {url}: {source}")]
+    #[error("invalid catalog url {url}: {}", chain(.source))]
     Url {
         url: String,
         source: tokio_postgres::Error,
     },
-    #[error("catalog query failed while {what}: {source}")]
+    #[error("catalog query failed while {what}: {}", chain(.source))]
     Query {
         what: &'static str,
         source: tokio_postgres::Error,
@@ -92,6 +92,22 @@ impl From<ParseError> for CatalogError {
     }
 }
 
+/// An error with its causes: tokio-postgres's own message is only the kind ("db error",
+/// "error connecting to server"), the useful part is in the source chain.
+fn chain(e: &tokio_postgres::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// The url with any password replaced by `***`, for messages and logs.
 pub fn redact_url(url: &str) -> String {
     if let Some(scheme_end) = url.find("://") {
@@ -112,7 +128,7 @@ pub fn redact_url(url: &str) -> String {
     // key=value form: mask the value of password=
     url.split_whitespace()
         .map(|kv| match kv.split_once('=') {
-            Some((k, _)) if k == "password" => "password=***".to_owned(),
+            Some(("password", _)) => "password=***".to_owned(),
             _ => kv.to_owned(),
         })
         .collect::<Vec<_>>()

@@ -5,6 +5,7 @@
 //! - model (pure): [`ShardMap`], [`TenantKey`], [`build_ring`], [`hash`], [`KeyType`];
 //! - [`schema`]: the catalog's tables and [`schema::migrate`];
 //! - [`db`]: reading the map from the catalog and changing it;
+//! - [`MapHandle`] and [`watch`]: the map a proxy routes on, kept current.
 
 pub mod db;
 mod error;
@@ -14,6 +15,7 @@ mod map;
 pub mod schema;
 mod shard;
 mod text;
+mod watch;
 
 pub use error::{CatalogError, redact_url};
 pub use handle::{MapGuard, MapHandle, WatchStatus};
@@ -23,3 +25,4 @@ pub use map::{
 };
 pub use shard::{Endpoint, EndpointError, ShardSpec};
 pub use text::{KeyType, ParseError, ring_from_db, ring_to_db};
+pub use watch::{APPLICATION_NAME, BACKOFF_MAX, BACKOFF_MIN, next_backoff, watch};

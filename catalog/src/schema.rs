@@ -104,6 +104,10 @@ pub async fn migrate(client: &mut Client, opts: InitOptions) -> Result<InitRepor
         .transaction()
         .await
         .map_err(q("starting the migration"))?;
+    // The IF NOT EXISTS notices of every re-run are noise, not news.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(q("starting the migration"))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
         .await
         .map_err(q("taking the migration lock"))?;

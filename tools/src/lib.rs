@@ -2,6 +2,8 @@
 //!
 //! - [`pg`]: local Postgres clusters from the machine's binaries (tests and `dev`).
 //! - [`dev`]: `shardctl dev up|down`, a whole local fleet in one command.
+//! - [`catalog_cmd`]: `shardctl init`, `shard add`, `tenant set` on the catalog database.
 
+pub mod catalog_cmd;
 pub mod dev;
 pub mod pg;

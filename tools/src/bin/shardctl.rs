@@ -4,8 +4,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use shardctl::catalog_cmd::{self, Format, Report};
 use shardctl::dev;
+use shardgate_catalog::db::{InitOptions, NewShard};
+use shardgate_catalog::{KeyType, Strategy, TenantState};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser)]
@@ -21,6 +24,88 @@ enum Command {
     Dev {
         #[command(subcommand)]
         command: DevCommand,
+    },
+    /// Create or upgrade the catalog schema and record its settings (idempotent).
+    Init {
+        #[command(flatten)]
+        catalog: CatalogArgs,
+        /// hash or directory; default hash on a new catalog, the stored one otherwise.
+        #[arg(long)]
+        strategy: Option<Strategy>,
+        /// bigint, text or uuid; default bigint on a new catalog, the stored one otherwise.
+        #[arg(long)]
+        key_type: Option<KeyType>,
+        /// Virtual nodes per shard on the hash ring; default 256 on a new catalog.
+        #[arg(long)]
+        vnodes: Option<u32>,
+    },
+    /// Shards in the catalog.
+    Shard {
+        #[command(subcommand)]
+        command: ShardCommand,
+    },
+    /// Tenants in the catalog.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+}
+
+/// Where the catalog is and how to print; every catalog command takes these.
+#[derive(Args)]
+struct CatalogArgs {
+    /// Catalog database URL (postgres://user:password@host:port/db).
+    #[arg(long, env = "SHARDGATE_CATALOG")]
+    catalog: String,
+    /// Output: text, or one JSON object.
+    #[arg(long, default_value = "text")]
+    format: Format,
+}
+
+#[derive(Subcommand)]
+enum ShardCommand {
+    /// Add a shard to the catalog (with its virtual nodes on the hash ring).
+    Add {
+        #[command(flatten)]
+        catalog: CatalogArgs,
+        #[arg(long)]
+        name: String,
+        /// The shard's database URL, as the proxy should log in to it.
+        #[arg(long)]
+        url: String,
+        /// Shard id; default one more than the highest in use.
+        #[arg(long)]
+        id: Option<u32>,
+        #[arg(long, default_value_t = 20)]
+        pool_size: u32,
+        /// Most live tenants placement puts on this shard (default unbounded).
+        #[arg(long)]
+        capacity_hint: Option<u32>,
+        /// The server's max_connections, for the connection budget.
+        #[arg(long)]
+        max_connections: Option<u32>,
+        #[arg(long)]
+        region: Option<String>,
+        /// Add no virtual nodes: ring-placed tenants stay where they are (a split target).
+        #[arg(long)]
+        no_ring: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Pin one tenant to a shard (raw; it moves no data).
+    Set {
+        #[command(flatten)]
+        catalog: CatalogArgs,
+        /// The tenant's key, read as the catalog's key_type.
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+        /// Shard name (or id).
+        #[arg(long)]
+        shard: String,
+        #[arg(long, default_value = "active")]
+        state: TenantState,
     },
 }
 
@@ -84,8 +169,68 @@ async fn main() -> anyhow::Result<()> {
                 println!("stopped {name}");
             }
         }
+        Command::Init {
+            catalog,
+            strategy,
+            key_type,
+            vnodes,
+        } => {
+            let opts = InitOptions {
+                strategy,
+                key_type,
+                vnodes_per_shard: vnodes,
+            };
+            print(
+                catalog_cmd::init(&catalog.catalog, opts).await?,
+                catalog.format,
+            );
+        }
+        Command::Shard {
+            command:
+                ShardCommand::Add {
+                    catalog,
+                    name,
+                    url,
+                    id,
+                    pool_size,
+                    capacity_hint,
+                    max_connections,
+                    region,
+                    no_ring,
+                },
+        } => {
+            let shard = NewShard {
+                id,
+                pool_size,
+                capacity_hint,
+                max_connections,
+                region,
+                join_ring: !no_ring,
+                ..NewShard::new(name, url)
+            };
+            print(
+                catalog_cmd::shard_add(&catalog.catalog, shard).await?,
+                catalog.format,
+            );
+        }
+        Command::Tenant {
+            command:
+                TenantCommand::Set {
+                    catalog,
+                    id,
+                    shard,
+                    state,
+                },
+        } => {
+            let done = catalog_cmd::tenant_set(&catalog.catalog, &id, &shard, state).await?;
+            print(done, catalog.format);
+        }
     }
     Ok(())
+}
+
+fn print(report: impl Report, format: Format) {
+    println!("{}", report.render(format));
 }
 
 /// Registers the handlers now, not when first polled: a Ctrl-C during cluster start-up
