@@ -279,6 +279,21 @@ impl ServerConn {
         self.exchange(shard, &out).await
     }
 
+    /// Describes an unnamed statement (Parse, Describe, Sync) and returns every reply
+    /// frame: ParameterDescription and RowDescription/NoData, or the error.
+    pub async fn describe_statement(
+        &mut self,
+        shard: &str,
+        parse_tail: &[u8],
+    ) -> Result<Vec<wire::Frame>, BackendError> {
+        let mut out = BytesMut::new();
+        wire::encode_parse(&mut out, b"", parse_tail);
+        wire::encode_describe(&mut out, b'S', b"");
+        wire::encode_sync(&mut out);
+        self.unnamed = None;
+        self.exchange(shard, &out).await
+    }
+
     /// Whether an idle connection is still usable, usually without a syscall: an idle
     /// Postgres connection sends nothing, so if the runtime has seen it become readable,
     /// bytes or EOF arrived (e.g. the FATAL of `pg_terminate_backend` or a shutdown) and it

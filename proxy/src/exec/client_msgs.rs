@@ -111,6 +111,14 @@ impl Session<'_> {
             };
             // Work on other shards first; what is left goes to one shard as usual.
             let plan = match plan {
+                // Describing a statement must not choose the shard of a transaction that has
+                // not begun anywhere yet: any shard describes it on the side.
+                Plan::DescribeStatement { stmt, .. }
+                    if self.server.is_none() && self.in_transaction() =>
+                {
+                    self.describe_aside(&stmt).await;
+                    continue;
+                }
                 Plan::Broadcast { .. }
                 | Plan::Split { .. }
                 | Plan::Bind {

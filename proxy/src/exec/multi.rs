@@ -29,6 +29,8 @@ pub(super) enum Job {
         parse_tail: Bytes,
         bind: Bytes,
     },
+    /// Describe a statement (its Parse body).
+    Describe(Bytes),
 }
 
 pub(super) struct Outcome {
@@ -80,6 +82,7 @@ impl Session<'_> {
                 Job::Extended { parse_tail, bind } => {
                     conn.extended_query(&name, &parse_tail, &bind).await
                 }
+                Job::Describe(parse_tail) => conn.describe_statement(&name, &parse_tail).await,
             }
         }
         .await;
@@ -242,5 +245,47 @@ impl Session<'_> {
         }
         wire::encode_ready_for_query(&mut answer, self.session.txn_status);
         self.answer(Unit::Query, answer);
+    }
+}
+
+impl Session<'_> {
+    /// Describes a statement on a connection of its own and answers the client's Describe
+    /// with the replies (or the error, skipping to Sync as after any error).
+    pub(super) async fn describe_aside(&mut self, stmt: &crate::frontend::Statement) {
+        let map = self.ctx.routing.map.load_full();
+        let shard = match self.guc_tenant_key() {
+            Ok(Some(key)) => map.locate(&key).ok().map(|p| p.shard),
+            _ => None,
+        }
+        .or_else(|| map.shards().first().map(|s| s.id));
+        let outcome = match shard {
+            Some(shard) => {
+                let tail = stmt.parse_tail.clone();
+                self.run_on_shards(vec![(shard, Job::Describe(tail))])
+                    .await
+                    .pop()
+            }
+            None => None,
+        };
+        let Some(outcome) = outcome else {
+            let _ = self.local_error("08001", "no shard to describe the statement on");
+            return;
+        };
+        if let Some(err) =
+            partial_failure(std::slice::from_ref(&outcome), "describing the statement")
+        {
+            let _ = self.local_error_with(err);
+            return;
+        }
+        let mut answer = BytesMut::new();
+        for f in outcome.result.iter().flatten() {
+            if matches!(
+                f.tag,
+                btag::PARAMETER_DESCRIPTION | btag::ROW_DESCRIPTION | btag::NO_DATA
+            ) {
+                answer.extend_from_slice(&f.bytes);
+            }
+        }
+        self.answer(Unit::Describe, answer);
     }
 }

@@ -229,16 +229,16 @@ impl Session<'_> {
                 None => Tenants::None,
             },
         };
-        if !t.parsed && matches!(tenants, Tenants::None) && !self.in_pinned_transaction() {
-            if matches!(t.kind, StatementKind::Unparsed) {
-                return Err(Refusal {
-                    code: "SG004",
-                    message: "shardgate cannot tell which shard this statement is for".into(),
-                    hint: Some(
-                        "add a /* tenant_id=… */ comment or SET the tenant setting before it",
-                    ),
-                });
-            }
+        if !t.parsed
+            && matches!(tenants, Tenants::None)
+            && !self.in_pinned_transaction()
+            && matches!(t.kind, StatementKind::Unparsed)
+        {
+            return Err(Refusal {
+                code: "SG004",
+                message: "shardgate cannot tell which shard this statement is for".into(),
+                hint: Some("add a /* tenant_id=… */ comment or SET the tenant setting before it"),
+            });
         }
         let stmt = router::Statement {
             access: access(t.kind),
