@@ -35,6 +35,8 @@ pub enum ProxyError {
     Credentials(#[from] frontend::auth::AuthError),
     #[error("invalid config: {0}")]
     Config(String),
+    #[error("catalog: {0}")]
+    Catalog(String),
 }
 
 /// Everything client tasks share, built once from the config.
@@ -94,6 +96,45 @@ impl Shared {
 /// Statement shapes kept classified.
 const TEMPLATE_CACHE: usize = 10_000;
 
+/// The shard map from the catalog. A proxy that cannot load one at start has nothing to
+/// route by, so it tries for a while and then gives up with the catalog's error; once
+/// running, it keeps its last map through catalog outages (the watcher's job).
+async fn map_from_catalog(config: &Config, url: &str) -> Result<MapHandle, ProxyError> {
+    let deadline = tokio::time::Instant::now() + CATALOG_START_TIMEOUT;
+    loop {
+        match load_catalog(config, url).await {
+            Ok(map) => return Ok(MapHandle::new(map)),
+            Err(e) if tokio::time::Instant::now() < deadline && e.is_connection() => {
+                tracing::warn!(error = %e, "catalog not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(ProxyError::Catalog(e.to_string())),
+        }
+    }
+}
+
+const CATALOG_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn load_catalog(
+    config: &Config,
+    url: &str,
+) -> Result<ShardMap, shardgate_catalog::CatalogError> {
+    let mut client = shardgate_catalog::db::connect(url).await?;
+    let settings = shardgate_catalog::schema::load_settings(&client).await?;
+    let (strategy, key_type) = (
+        config.sharding.strategy.into(),
+        config.sharding.key_type.into(),
+    );
+    if settings.strategy != strategy || settings.key_type != key_type {
+        return Err(shardgate_catalog::CatalogError::Invalid(format!(
+            "the catalog says strategy = {}, key_type = {}, but [sharding] says strategy = {}, \
+             key_type = {}: placements depend on both, so they must agree",
+            settings.strategy, settings.key_type, strategy, key_type
+        )));
+    }
+    shardgate_catalog::db::load_map(&mut client).await
+}
+
 /// The shard map of a proxy without a catalog: its `[[shards]]`.
 fn map_from_config(config: &Config) -> Result<MapHandle, ProxyError> {
     let sh = &config.sharding;
@@ -108,7 +149,22 @@ pub async fn run(
     config: Arc<Config>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProxyError> {
-    let map = map_from_config(&config)?;
+    let map = match &config.catalog {
+        None => map_from_config(&config)?,
+        Some(catalog) => map_from_catalog(&config, &catalog.url).await?,
+    };
+    // Dropped when `run` returns, which stops the catalog watcher.
+    let (_stop_watch, stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(catalog) = &config.catalog {
+        tokio::spawn(shardgate_catalog::watch(
+            catalog.url.clone(),
+            Duration::from_millis(catalog.poll_ms.max(50)),
+            map.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+    }
     let shared = Arc::new(Shared::new(&config, map)?);
     let discovery = (!shared.exec.routing.tables.is_configured()).then(|| {
         tokio::spawn(discover::sharded_tables_loop(

@@ -32,10 +32,7 @@ impl Session<'_> {
             (Target::Any, Some(_)) => return self.ready(),
             (Target::Shard(t), Some(s)) if t == s => return self.ready(),
             (Target::Shard(t), _) => t,
-            (Target::Any, None) => match self.any_shard() {
-                Ok(s) => s,
-                Err(e) => return Lent::Failed(e),
-            },
+            (Target::Any, None) => return self.lend_any().await,
         };
         if let Some(current) = self.server_shard {
             if self.in_transaction() || self.needs_sync || self.copy_in {
@@ -62,16 +59,33 @@ impl Session<'_> {
         Lent::Ready
     }
 
-    /// A shard for a statement any shard can run: the tenant setting's shard if one is
-    /// set (so a transaction that starts this way stays where the tenant is), else the
-    /// active shards in turn.
-    fn any_shard(&self) -> Result<ShardId, BackendError> {
-        let routing = &self.ctx.routing;
-        let map = routing.map.load_full();
+    /// Lends a connection for a statement any shard can run, trying the next shard when
+    /// one cannot be reached (a dead shard must not fail statements that need no tenant).
+    async fn lend_any(&mut self) -> Lent {
+        let mut last = None;
+        for shard in self.any_shards() {
+            match self.attach(shard).await {
+                Ok(()) => return Lent::Ready,
+                Err(e) if e.sqlstate().starts_with("08") => last = Some(e),
+                Err(e) => return Lent::Failed(e),
+            }
+        }
+        Lent::Failed(last.unwrap_or(BackendError::Config {
+            shard: "-".into(),
+            message: "the shard map has no shards".into(),
+        }))
+    }
+
+    /// Shards for a statement any shard can run, best first: the tenant setting's shard if
+    /// one is set (so a transaction that starts this way stays where the tenant is), then
+    /// the active shards in turn.
+    fn any_shards(&self) -> Vec<ShardId> {
+        let map = self.ctx.routing.map.load_full();
+        let mut order = Vec::with_capacity(map.shards().len());
         if let Ok(Some(key)) = self.guc_tenant_key()
             && let Ok(p) = map.locate(&key)
         {
-            return Ok(p.shard);
+            order.push(p.shard);
         }
         let active: Vec<_> = map
             .shards()
@@ -79,19 +93,19 @@ impl Session<'_> {
             .filter(|s| s.state == ShardState::Active)
             .map(|s| s.id)
             .collect();
-        let shards = if active.is_empty() {
+        let all: Vec<_> = if active.is_empty() {
             map.shards().iter().map(|s| s.id).collect()
         } else {
             active
         };
-        let n = self.ctx.any_counter.fetch_add(1, Ordering::Relaxed);
-        shards
-            .get(n % shards.len().max(1))
-            .copied()
-            .ok_or_else(|| BackendError::Config {
-                shard: "-".into(),
-                message: "the shard map has no shards".into(),
-            })
+        let start = self.ctx.any_counter.fetch_add(1, Ordering::Relaxed);
+        for i in 0..all.len() {
+            let s = all[(start + i) % all.len()];
+            if !order.contains(&s) {
+                order.push(s);
+            }
+        }
+        order
     }
 
     /// Lends the client a connection to `shard` and brings its settings in line with the
