@@ -8,11 +8,13 @@
 //! - [`classify`]: pure statement inspection (session commands, later shard keys).
 //! - [`router`]: pure routing: where a statement goes, given the shard map.
 //! - [`gucs`]: session settings and replaying them on pooled server connections.
+//! - [`admin`]: the admin console (database `shardgate`).
 //! - [`config`]: the configuration file.
 //!
 //! [`run`] serves clients on a listener until a shutdown future resolves, so the binary
 //! and every end-to-end test boot the proxy the same way (tests on port 0).
 
+pub mod admin;
 pub mod backend;
 pub mod classify;
 pub mod config;

@@ -42,6 +42,7 @@ pub enum ProxyError {
 /// Everything client tasks share, built once from the config.
 struct Shared {
     exec: ExecContext,
+    admin_users: Vec<String>,
     credentials: Credentials,
     tls: Option<TlsAcceptor>,
 }
@@ -88,6 +89,7 @@ impl Shared {
                 prepared_cache: p.server_prepared_cache,
             },
             credentials: Credentials::from_config(config)?,
+            admin_users: config.auth.admin_users.clone(),
             tls,
         })
     }
@@ -202,22 +204,16 @@ async fn serve_client(shared: Arc<Shared>, socket: TcpStream) {
         }
         Ok(Hello::Startup(mut req)) => {
             let session = ClientSession::new(&req.params);
-            if session.database == "shardgate" {
-                let mut out = BytesMut::new();
-                PgError::fatal(
-                    "0A000",
-                    "the admin console is not available in this version",
-                )
-                .encode(&mut out);
-                let _ = req.stream.write_all(&out).await;
-                return;
-            }
             let user = session.user.clone();
             if let Err(e) =
                 frontend::authenticate(&mut req.stream, &mut req.buf, &user, &shared.credentials)
                     .await
             {
                 tracing::info!(?peer, %user, error = %e, "client refused");
+                return;
+            }
+            if session.database == "shardgate" {
+                serve_admin(&shared, req, &user).await;
                 return;
             }
             match exec::run(&shared.exec, req.stream, req.buf, session).await {
@@ -227,6 +223,29 @@ async fn serve_client(shared: Arc<Shared>, socket: TcpStream) {
             }
         }
         Err(e) => tracing::debug!(?peer, error = %e, "startup failed"),
+    }
+}
+
+/// The admin console (database `shardgate`), for the users in `auth.admin_users`.
+async fn serve_admin(shared: &Shared, mut req: frontend::StartupRequest, user: &str) {
+    if !shared.admin_users.iter().any(|u| u == user) {
+        let mut out = BytesMut::new();
+        PgError::fatal(
+            "28000",
+            format!("user \"{user}\" is not an admin user (auth.admin_users)"),
+        )
+        .encode(&mut out);
+        let _ = req.stream.write_all(&out).await;
+        return;
+    }
+    let exec = &shared.exec;
+    let view = || crate::admin::AdminView {
+        map: exec.routing.map.load_full(),
+        pools: exec.pools.all(),
+        key_type: exec.routing.key_type,
+    };
+    if let Err(e) = crate::admin::serve(req.stream, req.buf, view).await {
+        tracing::debug!(error = %e, "admin session ended");
     }
 }
 

@@ -311,3 +311,35 @@ async fn global_tables_and_ddl_reach_every_shard() {
         .get(0);
     assert_eq!(n, 2);
 }
+
+#[tokio::test]
+async fn the_admin_console_shows_the_map_and_where_a_tenant_lives() {
+    let (_fx, proxy, map) = four_shards("hash").await;
+    let admin = proxy.url("admin", "admin", "shardgate");
+    let out = shardgate_e2e::psql(&admin, &["-tA", "-F", ",", "-c", "show map"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = text.lines().map(|l| l.split(',').nth(2).unwrap()).collect();
+    assert_eq!(names, ["s0", "s1", "s2", "s3"]);
+    assert!(!text.contains("sg-super"), "passwords stay hidden: {text}");
+
+    let out = shardgate_e2e::psql(&admin, &["-tA", "-F", ",", "-c", "show tenant 42"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<&str> = text.trim().split(',').collect();
+    assert_eq!(fields[0], "42");
+    assert_eq!(fields[1], shard_of(&map, 42).to_string());
+    assert_eq!(fields[4], "ring");
+
+    let app = proxy.url("app", "app", "shardgate");
+    let out = shardgate_e2e::psql(&app, &["-c", "show map"]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not an admin user"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
