@@ -168,14 +168,11 @@ pub async fn run(
         ));
     }
     let shared = Arc::new(Shared::new(&config, map)?);
-    let discovery = (!shared.exec.routing.tables.is_configured()).then(|| {
-        tokio::spawn(discover::sharded_tables_loop(
-            Arc::downgrade(&shared),
-            config.sharding.key_column.clone(),
-        ))
-    });
+    let _stop_discovery = AbortOnDrop(tokio::spawn(discover::sharded_tables_loop(
+        Arc::downgrade(&shared),
+        config.sharding.key_column.clone(),
+    )));
     tokio::pin!(shutdown);
-    let _stop_discovery = discovery.map(AbortOnDrop);
     loop {
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
@@ -273,7 +270,7 @@ mod discover {
 
     pub(super) async fn sharded_tables_loop(shared: Weak<Shared>, key_column: String) {
         let sql = format!(
-            "SELECT n.nspname, c.relname FROM pg_catalog.pg_attribute a \
+            "SELECT n.nspname, c.relname, c.relrowsecurity::text FROM pg_catalog.pg_attribute a \
              JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE a.attname = {} AND NOT a.attisdropped AND a.attnum > 0 \
@@ -286,7 +283,7 @@ mod discover {
                 return;
             };
             match once(&shared, &sql).await {
-                Ok(tables) => shared.exec.routing.tables.set_discovered(tables),
+                Ok((tables, rls)) => shared.exec.routing.tables.set_discovered(tables, rls),
                 Err(e) => tracing::debug!(error = %e, "sharded-table discovery failed"),
             }
             drop(shared);
@@ -294,7 +291,10 @@ mod discover {
         }
     }
 
-    async fn once(shared: &Shared, sql: &str) -> Result<HashSet<String>, String> {
+    type Tables = (HashSet<String>, HashSet<String>);
+
+    /// The tables with the key column, and those of them with row-level security.
+    async fn once(shared: &Shared, sql: &str) -> Result<Tables, String> {
         let map = shared.exec.routing.map.load_full();
         let mut last = String::from("no shards");
         for info in map.shards() {
@@ -311,19 +311,22 @@ mod discover {
                 .simple_query(pool.shard(), sql)
                 .await
                 .map_err(|e| e.to_string())?;
-            let mut tables = HashSet::new();
+            let (mut tables, mut rls) = (HashSet::new(), HashSet::new());
             for f in frames.iter().filter(|f| f.tag == btag::DATA_ROW) {
                 let row = wire::decode_data_row(f.body()).map_err(|e| e.to_string())?;
-                if let [Some(schema), Some(name)] = row.as_slice() {
+                if let [Some(schema), Some(name), Some(secured)] = row.as_slice() {
                     let (schema, name) = (
                         String::from_utf8_lossy(schema),
                         String::from_utf8_lossy(name),
                     );
-                    tables.insert(format!("{schema}.{name}"));
-                    tables.insert(name.into_owned());
+                    let names = [format!("{schema}.{name}"), name.into_owned()];
+                    if *secured == b"true" {
+                        rls.extend(names.iter().cloned());
+                    }
+                    tables.extend(names);
                 }
             }
-            return Ok(tables);
+            return Ok((tables, rls));
         }
         Err(last)
     }

@@ -343,3 +343,60 @@ async fn the_admin_console_shows_the_map_and_where_a_tenant_lives() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Row-level security on the tenant setting (the demo schema's policies): a statement that
+/// names its tenant in WHERE or VALUES sees that tenant's rows even though the client never
+/// set the setting, when the proxy logs in to the shards as a role RLS applies to.
+#[tokio::test]
+async fn row_level_security_sees_the_routed_tenant() {
+    let fx = Fixture::builder().shards(2).without_proxy().start().await;
+    for i in 0..2 {
+        fx.connect_shard(i)
+            .await
+            .batch_execute(
+                "create role tenantapp login password 'tenantapp';\
+                 create table docs (tenant_id bigint not null, id bigint not null, body text, \
+                   primary key (tenant_id, id));\
+                 alter table docs enable row level security;\
+                 create policy by_tenant on docs \
+                   using (tenant_id = current_setting('app.tenant_id', true)::bigint) \
+                   with check (tenant_id = current_setting('app.tenant_id', true)::bigint);\
+                 grant select, insert, update, delete on docs to tenantapp",
+            )
+            .await
+            .unwrap();
+    }
+    let mut config = fx.config.clone();
+    for s in &mut config.shards {
+        s.url = s.url.replace(
+            &format!("postgres:{}@", shardgate_e2e::SUPERUSER_PASSWORD),
+            "tenantapp:tenantapp@",
+        );
+    }
+    let proxy = shardgate_e2e::start_proxy(config).await;
+    let c = client(&proxy).await;
+    for t in 1..=6i64 {
+        c.execute(
+            "insert into docs (tenant_id, id, body) values ($1, 1, 'mine')",
+            &[&t],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("tenant {t}: the policy's WITH CHECK refused the row: {e:?}"));
+    }
+    for t in 1..=6i64 {
+        let n: i64 = c
+            .query_one("select count(*) from docs where tenant_id = $1", &[&t])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1, "tenant {t} sees its row through the policy");
+    }
+    // A client's own setting wins again for statements that do not name a tenant.
+    c.batch_execute("set app.tenant_id = 2").await.unwrap();
+    let n: i64 = c
+        .query_one("select count(*) from docs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "the setting routes and filters: tenant 2's row only");
+}

@@ -246,6 +246,11 @@ impl Session<'_> {
 
     /// Sends a planned message to the lent server.
     fn send(&mut self, plan: Plan<'_>) {
+        if matches!(plan, Plan::Query { .. } | Plan::Bind { .. })
+            && let Some(tenant) = self.rls_tenant.take()
+        {
+            self.set_tenant_setting(&tenant);
+        }
         match plan {
             Plan::Query { frame, scan, .. } => {
                 self.note_commands(scan.commands, scan.statements);

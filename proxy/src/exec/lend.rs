@@ -10,7 +10,7 @@ use super::route::Target;
 use super::session::Session;
 use crate::backend::BackendError;
 use crate::config::PoolMode;
-use crate::gucs::Gucs;
+use crate::gucs::{GucValue, Gucs, quote_literal};
 use crate::router::RouteError;
 use crate::wire;
 
@@ -53,7 +53,8 @@ impl Session<'_> {
     }
 
     fn ready(&mut self) -> Lent {
-        if self.gucs_dirty {
+        // Not in the middle of an extended batch: a simple query would end it.
+        if self.gucs_dirty && !self.needs_sync {
             self.sync_settings();
         }
         Lent::Ready
@@ -157,6 +158,55 @@ impl Session<'_> {
         if let Some(sql) = conn.gucs.sync_sql(&self.session.gucs) {
             wire::encode_query(&mut self.to_server, &sql);
             conn.gucs = self.session.gucs.clone();
+            // A simple query replaces the server's unnamed statement.
+            conn.unnamed = None;
+            self.push(Expect {
+                unit: Unit::Query,
+                mode: Mode::Replay,
+                undo: Default::default(),
+            });
+        }
+    }
+
+    /// Gives the lent server the tenant setting for `tenant` (row-level security), unless
+    /// it has it. Inside a transaction the setting is local to it (it ends with it);
+    /// outside, it is a session setting the proxy records, and the client's own settings
+    /// are restored before its next statement. In the middle of an extended-protocol batch
+    /// it is sent as extended messages, since a simple query would end the batch's
+    /// implicit transaction and its unnamed portal.
+    pub(super) fn set_tenant_setting(&mut self, tenant: &shardgate_catalog::TenantKey) {
+        let name = self.ctx.routing.key_guc.clone();
+        let value = GucValue::Str(tenant.to_string());
+        let local = self.in_transaction();
+        if !local && self.server_conn().gucs.get(&name) == Some(&value) {
+            return;
+        }
+        let sql = format!(
+            "SELECT pg_catalog.set_config({}, {}, {local})",
+            quote_literal(&name),
+            quote_literal(&tenant.to_string())
+        );
+        if !local {
+            self.server_conn().gucs.set(&name, value);
+            self.gucs_dirty = true;
+        }
+        if self.needs_sync {
+            let mut tail = sql.into_bytes();
+            tail.extend_from_slice(&[0, 0, 0]);
+            wire::encode_parse(&mut self.to_server, b"", &tail);
+            wire::encode_bind(&mut self.to_server, b"", b"", &[0, 0, 0, 0, 0, 0]);
+            wire::encode_execute(&mut self.to_server, b"", 0);
+            self.server_conn().unnamed = None;
+            for unit in [Unit::Parse, Unit::Bind, Unit::Execute] {
+                self.push(Expect {
+                    unit,
+                    mode: Mode::Injected,
+                    undo: Default::default(),
+                });
+            }
+        } else {
+            wire::encode_query(&mut self.to_server, &sql);
+            self.server_conn().unnamed = None;
             self.push(Expect {
                 unit: Unit::Query,
                 mode: Mode::Replay,

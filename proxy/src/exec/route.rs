@@ -33,6 +33,9 @@ pub struct Routing {
 pub struct ShardedTables {
     configured: HashSet<String>,
     discovered: ArcSwap<HashSet<String>>,
+    /// Sharded tables with row-level security enabled: statements on them get the tenant
+    /// setting on the server, so policies that read it see the routed tenant.
+    rls: ArcSwap<HashSet<String>>,
 }
 
 impl ShardedTables {
@@ -40,11 +43,17 @@ impl ShardedTables {
         Self {
             configured: configured.iter().map(|t| t.to_ascii_lowercase()).collect(),
             discovered: ArcSwap::from_pointee(HashSet::new()),
+            rls: ArcSwap::from_pointee(HashSet::new()),
         }
     }
 
-    pub fn set_discovered(&self, tables: HashSet<String>) {
+    pub fn set_discovered(&self, tables: HashSet<String>, rls: HashSet<String>) {
         self.discovered.store(Arc::new(tables));
+        self.rls.store(Arc::new(rls));
+    }
+
+    pub fn has_rls(&self, t: &TableRef) -> bool {
+        contains(&self.rls.load(), t)
     }
 
     pub fn is_configured(&self) -> bool {
@@ -52,18 +61,19 @@ impl ShardedTables {
     }
 
     pub fn contains(&self, t: &TableRef) -> bool {
-        let check = |set: &HashSet<String>| {
-            set.contains(&t.name)
-                || t.schema
-                    .as_ref()
-                    .is_some_and(|s| set.contains(&format!("{s}.{}", t.name)))
-        };
         if self.is_configured() {
-            check(&self.configured)
+            contains(&self.configured, t)
         } else {
-            check(&self.discovered.load())
+            contains(&self.discovered.load(), t)
         }
     }
+}
+
+fn contains(set: &HashSet<String>, t: &TableRef) -> bool {
+    set.contains(&t.name)
+        || t.schema
+            .as_ref()
+            .is_some_and(|s| set.contains(&format!("{s}.{}", t.name)))
 }
 
 /// The server a message needs.
@@ -115,6 +125,7 @@ impl Session<'_> {
     }
 
     fn route_classified(&mut self, sql: &[u8], classified: &Classified) -> Decision {
+        self.rls_tenant = None;
         let map = self.ctx.routing.map.load_full();
         let single = classified.statements.len() == 1;
         let mut guc = match self.guc_tenant() {
@@ -130,7 +141,12 @@ impl Session<'_> {
         let mut acc = Decision::Go(Target::Any);
         for (i, info) in classified.statements.iter().enumerate() {
             let route = match self.route_statement(&map, info, None, guc.clone()) {
-                Ok(r) => r,
+                Ok((r, rls)) => {
+                    if rls.is_some() {
+                        self.rls_tenant = rls;
+                    }
+                    r
+                }
                 Err(refusal) => return Decision::Refuse(refusal),
             };
             let next = self.finish_decision(route_to_decision(route, single), map.shards().len());
@@ -196,7 +212,10 @@ impl Session<'_> {
             Err(r) => return Decision::Refuse(r),
         };
         match self.route_statement(&map, info, Some(&params), guc) {
-            Ok(route) => self.finish_decision(route_to_decision(route, false), map.shards().len()),
+            Ok((route, rls)) => {
+                self.rls_tenant = rls;
+                self.finish_decision(route_to_decision(route, false), map.shards().len())
+            }
             Err(refusal) => Decision::Refuse(refusal),
         }
     }
@@ -207,7 +226,7 @@ impl Session<'_> {
         info: &StatementInfo,
         params: Option<&BindParams<'_>>,
         guc_tenant: Option<TenantKey>,
-    ) -> Result<Route, Refusal> {
+    ) -> Result<(Route, Option<TenantKey>), Refusal> {
         let routing = &self.ctx.routing;
         let t = &info.template;
         let keys = info
@@ -251,7 +270,16 @@ impl Session<'_> {
             in_transaction: self.in_transaction(),
             cross_shard_writes: routing.cross_shard_writes,
         };
-        Ok(router::route(map, &stmt, &state))
+        // The tenant row-level security must see, when the statement named it itself (one
+        // named through the setting is on the server already).
+        let rls = match &keys {
+            KeyValues::Keys(k) if k.len() == 1 => Some(&k[0]),
+            KeyValues::PerRow(rows) if rows.iter().all(|r| *r == rows[0]) => rows.first(),
+            _ => None,
+        }
+        .filter(|_| t.tables.iter().any(|tab| routing.tables.has_rls(tab)))
+        .cloned();
+        Ok((router::route(map, &stmt, &state), rls))
     }
 
     /// Whether a transaction block is open (also one the proxy has not begun on a server

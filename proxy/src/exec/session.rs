@@ -20,7 +20,7 @@ use super::replies::{Expect, Replies};
 use super::settings::SettingsTracker;
 use super::txn::PendingTxn;
 use super::wakers::SessionWakers;
-use shardgate_catalog::ShardId;
+use shardgate_catalog::{ShardId, TenantKey};
 
 use crate::backend::{BackendError, Pooled};
 use crate::config::PoolMode;
@@ -57,6 +57,9 @@ pub(super) struct Session<'a> {
     pub(super) stalled: bool,
     /// A transaction answered BEGIN for but not begun on a server yet.
     pub(super) pending: PendingTxn,
+    /// The tenant the message being routed names, when row-level security on its tables
+    /// needs the tenant setting on the server too.
+    pub(super) rls_tenant: Option<TenantKey>,
     pub(super) session: ClientSession,
     pub(super) replies: Replies,
     /// Extended-protocol messages were sent since the last Sync: the server is inside an
@@ -100,6 +103,7 @@ pub async fn run(
         server_shard: None,
         stalled: false,
         pending: PendingTxn::default(),
+        rls_tenant: None,
         session,
         replies: Replies::default(),
         needs_sync: false,

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Routing benchmark: a tenant-keyed point-read script (pgbench, 16 clients) through
+# shardgate over 4 shards, against the same script through shardgate over 1 shard (plain
+# pass-through: every tenant on the one shard), interleaved in one run. Prints the ratio.
+#
+# Usage: tools/bench/routing.sh [--clients N] [--seconds S] [--rounds R] [--tenants T]
+#        [--modes "simple extended prepared"]
+# Needs: Postgres binaries (initdb, pg_ctl), pgbench, psql, cargo.
+set -euo pipefail
+
+CLIENTS=16 SECS=10 ROUNDS=3 TENANTS=1000 ROWS=100 MODES="simple extended prepared"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --clients) CLIENTS=$2; shift 2 ;;
+    --seconds) SECS=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --tenants) TENANTS=$2; shift 2 ;;
+    --modes) MODES=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -x "$bindir/initdb" ] || { echo "no Postgres binaries under /usr/lib/postgresql" >&2; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+work=$(mktemp -d /tmp/sg-routing.XXXXXX)
+chmod 755 "$work"; [ "$(id -u)" = 0 ] && chown postgres "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for d in "$work"/pg*; do as_pg "$bindir/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+echo "bench-pw" > "$work/pw"; [ "$(id -u)" = 0 ] && chown postgres "$work/pw"
+export PGPASSWORD=bench-pw
+
+start_pg() { # name -> port
+  local port; port=$(free_port)
+  as_pg "$bindir/initdb" -D "$work/$1" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    --pwfile="$work/pw" -E UTF8 --locale=C >/dev/null
+  cat >> "$work/$1/postgresql.conf" <<EOF
+port = $port
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$work'
+max_connections = 100
+fsync = off
+synchronous_commit = off
+shared_buffers = 64MB
+EOF
+  as_pg "$bindir/pg_ctl" -D "$work/$1" -l "$work/$1.log" -w start >/dev/null
+  psql -qX -h 127.0.0.1 -p "$port" -U postgres -c "create database app" postgres
+  psql -qX -h 127.0.0.1 -p "$port" -U postgres -d app -c \
+    "create table accounts (tenant_id bigint, aid int, abalance int, primary key (tenant_id, aid))"
+  echo "$port"
+}
+
+proxy() { # config-file -> starts shardgate, echoes port
+  local port; port=$(free_port)
+  sed -i "s/^listen = .*/listen = \"127.0.0.1:$port\"/" "$1"
+  RUST_LOG=warn "$repo/target/release/shardgate" --config "$1" >"$1.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p "$port" && break; sleep 0.1; done
+  echo "$port"
+}
+
+config() { # file, ports...
+  local f=$1; shift
+  { printf '[proxy]\nlisten = "127.0.0.1:0"\n[[users]]\nname = "postgres"\npassword = "bench-pw"\n'
+    printf '[sharding]\nsharded_tables = ["accounts"]\n'
+    local i=0
+    for p in "$@"; do
+      printf '[[shards]]\nid = %d\nname = "s%d"\nurl = "postgres://postgres:bench-pw@127.0.0.1:%d/app"\npool_size = 20\n' $i $i "$p"
+      i=$((i+1))
+    done; } > "$f"
+}
+
+(cd "$repo" && cargo build --release -q -p shardgate)
+one=$(start_pg pg1)
+four=(); for i in 0 1 2 3; do four+=("$(start_pg "pg4_$i")"); done
+config "$work/one.toml" "$one"; config "$work/four.toml" "${four[@]}"
+p1=$(proxy "$work/one.toml"); p4=$(proxy "$work/four.toml")
+
+# The same rows through each proxy: one multi-row INSERT per tenant, routed to its shard.
+python3 - "$TENANTS" "$ROWS" > "$work/load.sql" <<'EOF'
+import sys
+tenants, rows = int(sys.argv[1]), int(sys.argv[2])
+for t in range(1, tenants + 1):
+    vals = ", ".join(f"({t}, {a}, 0)" for a in range(1, rows + 1))
+    print(f"insert into accounts (tenant_id, aid, abalance) values {vals};")
+EOF
+for p in "$p1" "$p4"; do psql -qX -h 127.0.0.1 -p "$p" -U postgres -d app -f "$work/load.sql" >/dev/null; done
+cat > "$work/script.sql" <<EOF
+\set t random(1, $TENANTS)
+\set aid random(1, $ROWS)
+SELECT abalance FROM accounts WHERE tenant_id = :t AND aid = :aid;
+EOF
+
+run() { # label port mode
+  local out tps failed
+  out=$(pgbench -n -f "$work/script.sql" -M "$3" -c "$CLIENTS" -j 2 -T "$SECS" -h 127.0.0.1 -p "$2" -U postgres app 2>&1) || true
+  tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out"); failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
+  echo "$1 $3 ${tps:-0} ${failed:-error}" >> "$work/results"
+}
+echo "tenant-keyed point reads, $CLIENTS clients, ${SECS}s runs, $ROUNDS rounds, $TENANTS tenants x $ROWS rows, $(nproc) cores"
+for r in $(seq "$ROUNDS"); do
+  for m in $MODES; do run one_shard "$p1" "$m"; run four_shards "$p4" "$m"; done
+  echo "round $r done"
+done
+python3 - "$work/results" <<'EOF'
+import statistics, sys, collections
+rows = collections.defaultdict(list); failed = collections.defaultdict(list); modes = []
+for line in open(sys.argv[1]):
+    t, m, tps, f = line.split()
+    rows[(t, m)].append(float(tps)); failed[(t, m)].append(f)
+    if m not in modes: modes.append(m)
+print(f"{'mode':9} {'1 shard':>9} {'4 shards':>9} {'ratio':>6}  failed (1 / 4)")
+for m in modes:
+    a, b = statistics.median(rows[("one_shard", m)]), statistics.median(rows[("four_shards", m)])
+    print(f"{m:9} {a:9.0f} {b:9.0f} {b / a if a else float('nan'):6.2f}  "
+          f"{','.join(failed[('one_shard', m)])} / {','.join(failed[('four_shards', m)])}")
+EOF
