@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use shardgate_catalog::{Endpoint, ShardId, ShardInfo};
 
 use super::{BackendError, Pool};
@@ -18,26 +19,32 @@ pub struct PoolSettings {
     pub idle_timeout: Option<Duration>,
 }
 
+/// Read on every statement, written when a shard first appears or moves: readers take no
+/// lock.
 pub struct Pools {
     settings: PoolSettings,
-    by_shard: Mutex<HashMap<ShardId, (String, Arc<Pool>)>>,
+    by_shard: ArcSwap<HashMap<ShardId, (String, Arc<Pool>)>>,
+    /// Serialises the rare writers, so two sessions cannot make two pools for one shard.
+    creating: Mutex<()>,
 }
 
 impl Pools {
     pub fn new(settings: PoolSettings) -> Self {
         Self {
             settings,
-            by_shard: Mutex::new(HashMap::new()),
+            by_shard: ArcSwap::from_pointee(HashMap::new()),
+            creating: Mutex::new(()),
         }
     }
 
     /// The pool of `shard`, as the current map describes it.
     pub fn get(&self, shard: &ShardInfo) -> Result<Arc<Pool>, BackendError> {
-        let mut pools = lock(&self.by_shard);
-        if let Some((url, pool)) = pools.get(&shard.id)
-            && *url == shard.url
-        {
-            return Ok(pool.clone());
+        if let Some(pool) = self.current(shard) {
+            return Ok(pool);
+        }
+        let _guard = lock(&self.creating);
+        if let Some(pool) = self.current(shard) {
+            return Ok(pool);
         }
         let endpoint = Endpoint::parse(&shard.url).map_err(|e| BackendError::Config {
             shard: shard.name.clone(),
@@ -53,13 +60,25 @@ impl Pools {
             s.idle_timeout,
         );
         // A replaced pool drains as its lent connections come back and are dropped.
-        pools.insert(shard.id, (shard.url.clone(), pool.clone()));
+        let mut next = HashMap::clone(&self.by_shard.load());
+        next.insert(shard.id, (shard.url.clone(), pool.clone()));
+        self.by_shard.store(Arc::new(next));
         Ok(pool)
+    }
+
+    fn current(&self, shard: &ShardInfo) -> Option<Arc<Pool>> {
+        let pools = self.by_shard.load();
+        match pools.get(&shard.id) {
+            Some((url, pool)) if *url == shard.url => Some(pool.clone()),
+            _ => None,
+        }
     }
 
     /// Every pool made so far, by shard id.
     pub fn all(&self) -> Vec<(ShardId, Arc<Pool>)> {
-        let mut v: Vec<_> = lock(&self.by_shard)
+        let mut v: Vec<_> = self
+            .by_shard
+            .load()
             .iter()
             .map(|(id, (_, p))| (*id, p.clone()))
             .collect();

@@ -81,7 +81,7 @@ impl Session<'_> {
     /// one is set (so a transaction that starts this way stays where the tenant is), then
     /// the active shards in turn.
     fn any_shards(&self) -> Vec<ShardId> {
-        let map = self.ctx.routing.map.load_full();
+        let map = self.ctx.routing.map.load();
         let mut order = Vec::with_capacity(map.shards().len());
         if let Ok(Some(key)) = self.guc_tenant_key()
             && let Ok(p) = map.locate(&key)
@@ -113,7 +113,7 @@ impl Session<'_> {
     /// client's session, pipelined ahead of the client's first message.
     pub(super) async fn attach(&mut self, shard: ShardId) -> Result<(), BackendError> {
         let pool = {
-            let map = self.ctx.routing.map.load_full();
+            let map = self.ctx.routing.map.load();
             let info = map.shard(shard).ok_or_else(|| BackendError::Config {
                 shard: shard.to_string(),
                 message: "the shard is not in the current map".into(),

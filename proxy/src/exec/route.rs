@@ -126,7 +126,7 @@ impl Session<'_> {
 
     fn route_classified(&mut self, sql: &[u8], classified: &Classified) -> Decision {
         self.rls_tenant = None;
-        let map = self.ctx.routing.map.load_full();
+        let map = self.ctx.routing.map.load();
         let single = classified.statements.len() == 1;
         let mut guc = match self.guc_tenant() {
             Ok(k) => k,
@@ -183,7 +183,7 @@ impl Session<'_> {
     fn finish_decision(&self, d: Decision, shards: usize) -> Decision {
         match d {
             Decision::Broadcast if shards == 1 => {
-                let map = self.ctx.routing.map.load_full();
+                let map = self.ctx.routing.map.load();
                 Decision::Go(Target::Shard(map.shards()[0].id))
             }
             Decision::Broadcast if self.in_transaction() => Decision::Refuse(Refusal {
@@ -206,7 +206,7 @@ impl Session<'_> {
             Ok(p) => p,
             Err(e) => return Decision::Refuse(key_refusal(e.to_string())),
         };
-        let map = self.ctx.routing.map.load_full();
+        let map = self.ctx.routing.map.load();
         let guc = match self.guc_tenant() {
             Ok(k) => k,
             Err(r) => return Decision::Refuse(r),
