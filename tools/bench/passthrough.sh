@@ -40,6 +40,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 
 pg_port=$(free_port); pgb_port=$(free_port); sg_port=$(free_port)
 echo "bench-pw" > "$work/pw"; [ "$(id -u)" = 0 ] && chown postgres "$work/pw"

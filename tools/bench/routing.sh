@@ -35,6 +35,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap "exit 130" INT TERM
 echo "bench-pw" > "$work/pw"; [ "$(id -u)" = 0 ] && chown postgres "$work/pw"
 export PGPASSWORD=bench-pw
 
