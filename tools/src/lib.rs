@@ -5,5 +5,6 @@
 //! - [`catalog_cmd`]: `shardctl init`, `shard add`, `tenant set` on the catalog database.
 
 pub mod catalog_cmd;
+pub mod demo;
 pub mod dev;
 pub mod pg;

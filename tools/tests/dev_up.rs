@@ -1,11 +1,12 @@
 //! Runs the real `shardctl` binary: `dev up` twice on one state dir (the second run must
-//! reuse data and passwords), `dev down`, and the signal-driven shutdown of `dev up`.
-//! The proxy is still a stub, so nothing here sends traffic through it.
+//! reuse data, passwords and the loaded demo), `dev down`, and the signal-driven shutdown
+//! of `dev up`. In between, the demo fleet is checked through the proxy and on the shards.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use shardctl::demo;
 use shardctl::dev::{self, Secrets};
 use shardctl::pg;
 
@@ -140,6 +141,84 @@ async fn ready(dir: &Path) -> bool {
     true
 }
 
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    tokio::spawn(conn);
+    client
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+/// The demo as `dev up` promises it: every tenant on exactly the shard the admin console
+/// names, with its Zipfian number of orders, readable through the proxy; the global plans
+/// on every shard; row-level security on the tenant setting.
+async fn check_demo(dir: &Path, listen: &str, secrets: &Secrets) {
+    let proxy = connect(&format!("postgres://app:app@{listen}/app")).await;
+    let admin = connect(&format!(
+        "postgres://admin:{}@{listen}/shardgate",
+        secrets.admin_password
+    ))
+    .await;
+    let mut shards = Vec::new();
+    for name in ["shard0", "shard1"] {
+        let port = pg::configured_port(&dir.join(name)).unwrap();
+        let su = format!(
+            "postgres://postgres:{}@127.0.0.1:{port}/app",
+            secrets.superuser_password
+        );
+        let app = format!(
+            "postgres://app:{}@127.0.0.1:{port}/app",
+            secrets.superuser_password
+        );
+        shards.push((name, connect(&su).await, connect(&app).await));
+    }
+    let mut per_shard = [0i64; 2];
+    for t in 1..=demo::TENANTS {
+        let want = demo::orders_of(t) as i64;
+        if t % 10 == 1 || t == demo::TENANTS {
+            assert_eq!(count(&proxy, &demo::count_sql(t)).await, want, "tenant {t}");
+        }
+        let rows = admin
+            .simple_query(&format!("SHOW TENANT {t}"))
+            .await
+            .unwrap();
+        let home = rows
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get("shard").map(String::from),
+                _ => None,
+            })
+            .unwrap();
+        for (i, (name, su, _)) in shards.iter().enumerate() {
+            let here = count(su, &demo::count_sql(t)).await;
+            if *name == home {
+                assert_eq!(here, want, "tenant {t} on its shard {name}");
+                per_shard[i] += 1;
+            } else {
+                assert_eq!(here, 0, "tenant {t} also on {name}");
+            }
+        }
+    }
+    assert!(per_shard.iter().all(|n| *n > 0), "{per_shard:?}");
+    for (name, su, app) in &shards {
+        assert_eq!(count(su, "SELECT count(*) FROM plans").await, 3, "{name}");
+        // The app role is subject to the policies: with a tenant named, only its rows.
+        app.batch_execute("SET app.tenant_id = 1").await.unwrap();
+        assert!(count(app, "SELECT count(DISTINCT tenant_id) FROM orders").await <= 1);
+    }
+    // Through the proxy with no WHERE at all: the comment routes, the policy filters.
+    assert_eq!(
+        count(&proxy, "/* tenant_id=1 */ SELECT count(*) FROM orders").await,
+        demo::LARGEST as i64
+    );
+    let items = count(&proxy, "/* tenant_id=3 */ SELECT count(*) FROM line_items").await;
+    assert_eq!(items, (demo::orders_of(3) * demo::LINES) as i64);
+}
+
 fn assert_all_stopped(dir: &Path) {
     for name in dev::cluster_names(2) {
         assert!(
@@ -158,13 +237,12 @@ async fn dev_up_runs_the_fleet_and_stops_it_on_signal() {
 
     let config = shardgate::config::Config::load(&dev.dir.join(dev::CONFIG_FILE)).unwrap();
     assert_eq!(config.proxy.listen, listen);
-    assert_eq!(config.shards.len(), 1, "only shard 0 is routed to for now");
-    assert!(
-        dev.log().contains("psql \"postgres://app:app@"),
-        "{}",
-        dev.log()
-    );
+    assert!(config.catalog.is_some() && config.shards.is_empty());
+    let log = dev.log();
+    assert!(log.contains("psql \"postgres://app:app@"), "{log}");
+    assert!(log.contains("loaded through the proxy"), "{log}");
     let secrets = Secrets::load(&dev.dir).unwrap();
+    check_demo(&dev.dir, &listen, &secrets).await;
     let mode = std::fs::metadata(dev.dir.join(dev::SECRETS_FILE)).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
@@ -199,6 +277,8 @@ async fn dev_up_runs_the_fleet_and_stops_it_on_signal() {
     dev.up(&listen);
     wait_ready(&mut dev, &listen).await;
     assert_eq!(Secrets::load(&dev.dir).unwrap(), secrets);
+    assert!(dev.log().contains("(loaded before)"), "{}", dev.log());
+    check_demo(&dev.dir, &listen, &secrets).await;
     let port = pg::configured_port(&dev.dir.join("shard1")).unwrap();
     let url = format!(
         "postgres://postgres:{}@127.0.0.1:{port}/app",
