@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{client, db_error, proxy_with};
+use common::{client, db_error, proxy_with, within};
 use shardgate_catalog::{ShardMap, Strategy, TenantKey};
 use shardgate_e2e::{Fixture, ProxyHandle};
 use tokio_postgres::Client;
@@ -399,4 +399,30 @@ async fn row_level_security_sees_the_routed_tenant() {
         .unwrap()
         .get(0);
     assert_eq!(n, 1, "the setting routes and filters: tenant 2's row only");
+}
+
+#[tokio::test]
+async fn psycopg_routes_by_bind_parameters_text_binary_prepared_and_executemany() {
+    let (fx, proxy, map) = four_shards("hash").await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("py/psycopg_routing.py");
+    let run = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(proxy.url(common::USER, common::PASSWORD, common::DB))
+        .arg("200")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = within(180, "psycopg routing script", run)
+        .await
+        .unwrap_or_else(|e| panic!("python3 could not be started ({e}); .ci/run installs it"));
+    assert!(
+        out.status.success(),
+        "psycopg routing failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let by_shard = rows_by_shard(&fx).await;
+    assert_each_tenant_on_its_shard(&map, &by_shard, 4);
+    assert_eq!(by_shard.iter().map(HashMap::len).sum::<usize>(), 200);
 }

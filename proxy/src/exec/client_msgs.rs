@@ -313,7 +313,9 @@ impl Session<'_> {
     }
 
     pub(super) fn refuse_bind(&mut self, r: Refusal) {
-        if self.server.is_some() && self.in_transaction() {
+        // Also outside a transaction block: the statements since the last Sync form the
+        // server's implicit transaction (a driver's executemany), which must not commit.
+        if self.server.is_some() && (self.in_transaction() || self.needs_sync) {
             // Run the failing statement in the extended protocol, so the server skips to
             // the client's Sync exactly as after any error.
             wire::encode_parse(&mut self.to_server, b"", &abort_parse_tail(&r));
