@@ -19,6 +19,7 @@ pub mod backend;
 pub mod classify;
 pub mod config;
 pub mod exec;
+pub mod fanout;
 pub mod frontend;
 pub mod gucs;
 pub mod router;
