@@ -321,10 +321,126 @@ pub fn encode_data_row(out: &mut BytesMut, values: &[Option<&str>]) {
     });
 }
 
+/// One column of a `RowDescription`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldDesc {
+    pub name: Vec<u8>,
+    pub table_oid: u32,
+    pub column: i16,
+    pub type_oid: u32,
+    pub type_len: i16,
+    pub type_mod: i32,
+    /// 0 text, 1 binary.
+    pub format: i16,
+}
+
+impl FieldDesc {
+    /// Same name, type and format: what must agree when several shards describe one
+    /// result (table OIDs and column numbers differ from cluster to cluster).
+    pub fn same_shape(&self, other: &FieldDesc) -> bool {
+        self.name == other.name
+            && self.type_oid == other.type_oid
+            && self.type_len == other.type_len
+            && self.type_mod == other.type_mod
+            && self.format == other.format
+    }
+}
+
+pub fn decode_row_description(body: &[u8]) -> Result<Vec<FieldDesc>, WireError> {
+    let mut r = Reader::new(body, "RowDescription");
+    let n = r.i16()?;
+    let mut fields = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        fields.push(FieldDesc {
+            name: r.cstr()?.to_vec(),
+            table_oid: r.i32()? as u32,
+            column: r.i16()?,
+            type_oid: r.i32()? as u32,
+            type_len: r.i16()?,
+            type_mod: r.i32()?,
+            format: r.i16()?,
+        });
+    }
+    if !r.is_empty() {
+        return Err(super::malformed("RowDescription"));
+    }
+    Ok(fields)
+}
+
+pub fn encode_row_description(out: &mut BytesMut, fields: &[FieldDesc]) {
+    put_msg(out, btag::ROW_DESCRIPTION, |b| {
+        b.put_i16(fields.len() as i16);
+        for f in fields {
+            put_cstr(b, &f.name);
+            b.put_u32(f.table_oid);
+            b.put_i16(f.column);
+            b.put_u32(f.type_oid);
+            b.put_i16(f.type_len);
+            b.put_i32(f.type_mod);
+            b.put_i16(f.format);
+        }
+    });
+}
+
+/// A DataRow of raw column values (any format); `None` is NULL.
+pub fn encode_data_row_raw<V: AsRef<[u8]>>(out: &mut BytesMut, values: &[Option<V>]) {
+    put_msg(out, btag::DATA_ROW, |b| {
+        b.put_i16(values.len() as i16);
+        for v in values {
+            match v {
+                Some(v) => {
+                    let v = v.as_ref();
+                    b.put_i32(v.len() as i32);
+                    b.put_slice(v);
+                }
+                None => b.put_i32(-1),
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wire::next_frame;
+
+    #[test]
+    fn row_descriptions_and_raw_rows_round_trip() {
+        let fields = vec![
+            FieldDesc {
+                name: b"id".to_vec(),
+                table_oid: 16384,
+                column: 1,
+                type_oid: 20,
+                type_len: 8,
+                type_mod: -1,
+                format: 1,
+            },
+            FieldDesc {
+                name: b"note".to_vec(),
+                table_oid: 0,
+                column: 0,
+                type_oid: 25,
+                type_len: -1,
+                type_mod: -1,
+                format: 0,
+            },
+        ];
+        let mut out = BytesMut::new();
+        encode_row_description(&mut out, &fields);
+        encode_data_row_raw(&mut out, &[Some(&b"\0\0\0\0\0\0\0\x07"[..]), None]);
+        let f = next_frame(&mut out, 1 << 20).unwrap().unwrap();
+        assert_eq!(decode_row_description(f.body()).unwrap(), fields);
+        let f = next_frame(&mut out, 1 << 20).unwrap().unwrap();
+        let row = decode_data_row(f.body()).unwrap();
+        assert_eq!(row, vec![Some(&b"\0\0\0\0\0\0\0\x07"[..]), None]);
+        assert!(fields[0].same_shape(&FieldDesc {
+            table_oid: 99,
+            column: 3,
+            ..fields[0].clone()
+        }));
+        assert!(decode_row_description(&[0, 1]).is_err());
+    }
 
     #[test]
     fn errors_round_trip_through_the_decoder() {

@@ -106,6 +106,49 @@ fn validate_bind_tail(tail: &[u8]) -> Result<(), WireError> {
     if r.is_empty() { Ok(()) } else { Err(bad()) }
 }
 
+/// `Execute`: the portal name and the most rows to return (0 = all).
+pub fn decode_execute(body: &[u8]) -> Result<(&[u8], i32), WireError> {
+    let mut r = Reader::new(body, "Execute");
+    let portal = r.cstr()?;
+    let max_rows = r.i32()?;
+    if !r.is_empty() {
+        return Err(super::malformed("Execute"));
+    }
+    Ok((portal, max_rows))
+}
+
+/// A Bind tail (after the portal and statement names) for a statement with `extra` more
+/// result columns than the client's: when the client gave one format code per column,
+/// the extra columns get text. Zero or one code already covers any number of columns.
+pub fn bind_tail_with_extra_columns(tail: &[u8], extra: usize) -> Result<Vec<u8>, WireError> {
+    let mut r = Reader::new(tail, "Bind");
+    let nfmt = r.i16()?.max(0) as usize;
+    r.take(nfmt * 2)?;
+    let nparams = r.i16()?;
+    for _ in 0..nparams.max(0) {
+        let len = r.i32()?;
+        if len > 0 {
+            r.take(len as usize)?;
+        }
+    }
+    let rest = r.rest();
+    if rest.len() < 2 {
+        return Err(super::malformed("Bind"));
+    }
+    let results_at = tail.len() - rest.len();
+    let nres = i16::from_be_bytes([tail[results_at], tail[results_at + 1]]);
+    if nres <= 1 || extra == 0 {
+        return Ok(tail.to_vec());
+    }
+    let total = nres as usize + extra;
+    let total = i16::try_from(total).map_err(|_| super::malformed("Bind"))?;
+    let mut out = tail[..results_at].to_vec();
+    out.extend_from_slice(&total.to_be_bytes());
+    out.extend_from_slice(&tail[results_at + 2..]);
+    out.extend(std::iter::repeat_n([0u8, 0u8], extra).flatten());
+    Ok(out)
+}
+
 /// `Describe` or `Close`: `S` for a statement or `P` for a portal, and its name.
 pub fn decode_target<'a>(body: &'a [u8], what: &'static str) -> Result<(u8, &'a [u8]), WireError> {
     let mut r = Reader::new(body, what);
@@ -269,6 +312,27 @@ mod tests {
         let q = decode_parse(&renamed).unwrap();
         assert_eq!((q.name, q.query), (&b"sg_1"[..], &b"select $1"[..]));
         assert!(decode_parse(b"P_0\0select\0\0\x02\0\0\0\x17").is_err());
+    }
+
+    #[test]
+    fn bind_tails_get_format_codes_for_extra_columns() {
+        // One param "7" (text), two result codes: binary, text.
+        let mut tail = vec![0, 0, 0, 1, 0, 0, 0, 1, b'7', 0, 2, 0, 1, 0, 0];
+        let out = bind_tail_with_extra_columns(&tail, 2).unwrap();
+        assert_eq!(
+            out,
+            [0, 0, 0, 1, 0, 0, 0, 1, b'7', 0, 4, 0, 1, 0, 0, 0, 0, 0, 0]
+        );
+        validate_bind_tail(&out).unwrap();
+        // A single code covers every column.
+        tail.truncate(9);
+        tail.extend_from_slice(&[0, 1, 0, 1]);
+        assert_eq!(bind_tail_with_extra_columns(&tail, 2).unwrap(), tail);
+        assert!(bind_tail_with_extra_columns(&[0, 0, 0, 0], 1).is_err());
+        assert_eq!(
+            decode_execute(&[b'p', 0, 0, 0, 0, 5]).unwrap(),
+            (&b"p"[..], 5)
+        );
     }
 
     #[test]
