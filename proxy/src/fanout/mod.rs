@@ -10,5 +10,6 @@
 
 pub mod agg;
 pub mod decimal;
+pub mod merge;
 pub mod plan;
 pub mod value;
