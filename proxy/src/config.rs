@@ -179,6 +179,8 @@ pub struct ShardingConfig {
     pub sharded_tables: Vec<String>,
     pub cross_shard_writes: CrossShardWrites,
     pub gate_timeout_ms: u64,
+    /// How long a fan-out read waits for any one shard's next reply.
+    pub fanout_timeout_ms: u64,
 }
 
 impl Default for ShardingConfig {
@@ -192,6 +194,7 @@ impl Default for ShardingConfig {
             sharded_tables: Vec::new(),
             cross_shard_writes: CrossShardWrites::Refuse,
             gate_timeout_ms: 10_000,
+            fanout_timeout_ms: 30_000,
         }
     }
 }

@@ -72,6 +72,8 @@ impl Shared {
             key_type,
             cross_shard_writes: sh.cross_shard_writes == CrossShardWrites::Allow,
             tables: ShardedTables::new(&sh.sharded_tables),
+            key_column: sh.key_column.clone(),
+            fanout_timeout: Duration::from_millis(sh.fanout_timeout_ms.max(1)),
         };
         let tls = match (&p.tls_cert, &p.tls_key) {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),

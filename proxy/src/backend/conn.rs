@@ -190,7 +190,7 @@ impl ServerConn {
         }
     }
 
-    async fn send(&mut self, shard: &str, bytes: &[u8]) -> Result<(), BackendError> {
+    pub(crate) async fn send(&mut self, shard: &str, bytes: &[u8]) -> Result<(), BackendError> {
         self.stream
             .write_all(bytes)
             .await
@@ -200,7 +200,11 @@ impl ServerConn {
             })
     }
 
-    async fn read_frame(&mut self, shard: &str, max: usize) -> Result<wire::Frame, BackendError> {
+    pub(crate) async fn read_frame(
+        &mut self,
+        shard: &str,
+        max: usize,
+    ) -> Result<wire::Frame, BackendError> {
         loop {
             if let Some(f) = wire::next_frame(&mut self.rbuf, max).map_err(|e| proto(shard, e))? {
                 return Ok(f);

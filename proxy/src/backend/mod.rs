@@ -34,6 +34,8 @@ pub enum BackendError {
     },
     #[error("shard {shard}: {message}")]
     Config { shard: String, message: String },
+    #[error("shard {shard}: no reply within {ms} ms")]
+    Timeout { shard: String, ms: u64 },
     #[error("shard {shard}: protocol error: {source}")]
     Protocol {
         shard: String,
@@ -50,6 +52,7 @@ impl BackendError {
             BackendError::Login { .. } => "08004",
             BackendError::Config { .. } => "08001",
             BackendError::PoolTimeout { .. } => "53300",
+            BackendError::Timeout { .. } => "57014",
             BackendError::Closed { .. }
             | BackendError::Io { .. }
             | BackendError::Protocol { .. } => "08006",

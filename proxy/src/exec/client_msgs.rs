@@ -42,6 +42,16 @@ pub(super) enum Plan<'a> {
         frame: FrameRef<'a>,
         scan: SessionScan,
     },
+    /// A read on several shards, merged (simple protocol).
+    FanOut {
+        sql: &'a [u8],
+        shards: Vec<ShardId>,
+    },
+    /// Describe, and Execute, of the client's fan-out portal.
+    FanOutDescribe,
+    FanOutExecute {
+        max_rows: i32,
+    },
     /// A multi-row INSERT split by shard: row indexes per shard.
     Split {
         sql: String,
@@ -119,6 +129,31 @@ impl Session<'_> {
                     self.describe_aside(&stmt).await;
                     continue;
                 }
+                Plan::FanOut { .. } | Plan::FanOutDescribe | Plan::FanOutExecute { .. }
+                    if self.awaiting_server() =>
+                {
+                    pos -= len;
+                    self.stalled = true;
+                    break Ok(true);
+                }
+                Plan::FanOut { sql, shards } => {
+                    if let Err(e) = self.run_fanout_query(sql, shards).await {
+                        break Err(e);
+                    }
+                    continue;
+                }
+                Plan::FanOutDescribe => {
+                    if let Err(e) = self.describe_fanout_portal().await {
+                        break Err(e);
+                    }
+                    continue;
+                }
+                Plan::FanOutExecute { max_rows } => {
+                    if let Err(e) = self.execute_fanout_portal(max_rows).await {
+                        break Err(e);
+                    }
+                    continue;
+                }
                 Plan::Broadcast { .. }
                 | Plan::Split { .. }
                 | Plan::Bind {
@@ -174,6 +209,10 @@ impl Session<'_> {
             return Ok(Plan::Pass { frame, unit: None });
         }
         let attached = self.server.is_some();
+        if frame.tag == tag::SYNC {
+            // A fan-out portal ends with its transaction: the implicit one, at Sync.
+            self.fanout = None;
+        }
         Ok(match frame.tag {
             tag::TERMINATE => Plan::Terminate,
             tag::QUERY => {
@@ -199,6 +238,7 @@ impl Session<'_> {
                         target,
                     },
                     Decision::Broadcast => Plan::Broadcast { frame, scan },
+                    Decision::FanOut(shards) => Plan::FanOut { sql, shards },
                     Decision::Split(parts) => Plan::Split {
                         sql: String::from_utf8_lossy(sql).into_owned(),
                         parts,
@@ -214,6 +254,14 @@ impl Session<'_> {
             tag::BIND => self.plan_bind(frame).map_err(|e| bad(self, e))?,
             tag::DESCRIBE => self.plan_describe(frame).map_err(|e| bad(self, e))?,
             tag::CLOSE => self.plan_close(frame).map_err(|e| bad(self, e))?,
+            tag::EXECUTE
+                if self.fanout.is_some()
+                    && wire::decode_execute(frame.body())
+                        .is_ok_and(|(portal, _)| self.is_fanout_portal(portal)) =>
+            {
+                let (_, max_rows) = wire::decode_execute(frame.body()).map_err(|e| bad(self, e))?;
+                Plan::FanOutExecute { max_rows }
+            }
             tag::EXECUTE if attached => Plan::Pass {
                 frame,
                 unit: Some(Unit::Execute),
@@ -282,6 +330,9 @@ impl Session<'_> {
             | Plan::Stall
             | Plan::Terminate
             | Plan::Broadcast { .. }
+            | Plan::FanOut { .. }
+            | Plan::FanOutDescribe
+            | Plan::FanOutExecute { .. }
             | Plan::Split { .. } => {}
         }
     }
@@ -364,6 +415,7 @@ impl Session<'_> {
             return Plan::Done;
         }
         self.failed_until_sync = false;
+        self.fanout = None;
         if self.server.is_some() {
             return Plan::Pass {
                 frame,

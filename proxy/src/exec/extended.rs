@@ -46,6 +46,9 @@ impl Session<'_> {
 
     pub(super) fn plan_bind<'a>(&mut self, frame: FrameRef<'a>) -> Result<Plan<'a>, WireError> {
         let bind = wire::decode_bind(frame.body())?;
+        if self.is_fanout_portal(bind.portal) {
+            self.fanout = None; // a Bind replaces the portal of its name
+        }
         let Some(stmt) = self.client_statement(bind.statement) else {
             return Ok(self.missing_statement(bind.statement));
         };
@@ -71,6 +74,10 @@ impl Session<'_> {
                 target: Target::Any,
                 broadcast: true,
             },
+            Decision::FanOut(shards) => {
+                self.open_fanout_portal(bind.portal, &stmt, bind.after_names, shards);
+                Plan::Done
+            }
             Decision::Split(_) => {
                 self.refuse_bind(RouteError::CrossShardWrite.into());
                 Plan::Done
@@ -85,6 +92,9 @@ impl Session<'_> {
 
     pub(super) fn plan_describe<'a>(&mut self, frame: FrameRef<'a>) -> Result<Plan<'a>, WireError> {
         let (kind, name) = wire::decode_target(frame.body(), "Describe")?;
+        if kind == b'P' && self.is_fanout_portal(name) {
+            return Ok(Plan::FanOutDescribe);
+        }
         if kind == b'P' {
             if self.server.is_some() {
                 return Ok(Plan::Pass {
@@ -110,6 +120,13 @@ impl Session<'_> {
     /// proxy's statement for the next client that prepares the same text.
     pub(super) fn plan_close<'a>(&mut self, frame: FrameRef<'a>) -> Result<Plan<'a>, WireError> {
         let (kind, name) = wire::decode_target(frame.body(), "Close")?;
+        if kind == b'P' && self.is_fanout_portal(name) {
+            self.fanout = None;
+            let mut answer = BytesMut::new();
+            wire::encode_close_complete(&mut answer);
+            self.answer(Unit::Close, answer);
+            return Ok(Plan::Done);
+        }
         if kind == b'P' && self.server.is_some() {
             return Ok(Plan::Pass {
                 frame,

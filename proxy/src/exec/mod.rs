@@ -7,6 +7,7 @@
 pub mod cancel;
 mod client_msgs;
 mod extended;
+mod fanout;
 mod lend;
 mod multi;
 pub mod replies;

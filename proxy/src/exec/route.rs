@@ -26,6 +26,10 @@ pub struct Routing {
     pub key_type: KeyType,
     pub cross_shard_writes: bool,
     pub tables: ShardedTables,
+    /// The shard-key column (`tenant_id`).
+    pub key_column: String,
+    /// How long a fan-out waits for each shard's next reply.
+    pub fanout_timeout: std::time::Duration,
 }
 
 /// Which tables are sharded: the configured list, or (when it is empty) the tables that
@@ -91,6 +95,8 @@ pub(super) enum Decision {
     Broadcast,
     /// A multi-row INSERT whose rows live on several shards (simple protocol only).
     Split(Vec<(ShardId, Vec<usize>)>),
+    /// A read on these shards, merged (outside transactions, one statement only).
+    FanOut(Vec<ShardId>),
     Refuse(Refusal),
 }
 
@@ -214,7 +220,11 @@ impl Session<'_> {
         match self.route_statement(&map, info, Some(&params), guc) {
             Ok((route, rls)) => {
                 self.rls_tenant = rls;
-                self.finish_decision(route_to_decision(route, false), map.shards().len())
+                let decision = match route {
+                    Route::FanOut(shards) if shards.len() > 1 => Decision::FanOut(shards),
+                    route => route_to_decision(route, false),
+                };
+                self.finish_decision(decision, map.shards().len())
             }
             Err(refusal) => Decision::Refuse(refusal),
         }
@@ -409,13 +419,13 @@ fn route_to_decision(route: Route, splittable: bool) -> Decision {
         }
         Route::Any => Decision::Go(Target::Any),
         Route::FanOut(shards) if shards.len() == 1 => Decision::Go(Target::Shard(shards[0])),
+        Route::FanOut(shards) if splittable => Decision::FanOut(shards),
         Route::FanOut(_) => Decision::Refuse(Refusal {
             code: "SG004",
-            message: "this read spans several shards, and fan-out reads are not supported yet"
+            message: "a read that spans several shards must be the only statement of its \
+                      query string"
                 .into(),
-            hint: Some(
-                "name one tenant (WHERE on the shard key, a comment, or the tenant setting)",
-            ),
+            hint: Some("send it as a query of its own, or name one tenant"),
         }),
         Route::Broadcast => Decision::Broadcast,
         Route::Split(parts) if splittable => Decision::Split(parts),

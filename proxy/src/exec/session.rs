@@ -75,6 +75,8 @@ pub(super) struct Session<'a> {
     /// did not follow (RESET to a startup value): replay before the next statement.
     pub(super) gucs_dirty: bool,
     pub(super) cancel: CancelHandle,
+    /// The client's portal for a read on several shards, from its Bind to its Sync.
+    pub(super) fanout: Option<super::fanout::FanoutPortal>,
     /// Which socket woke the task (see `wakers`); built on the first poll.
     pub(super) wakers: Option<SessionWakers>,
 }
@@ -112,6 +114,7 @@ pub async fn run(
         settings: SettingsTracker::default(),
         gucs_dirty: false,
         cancel: ctx.cancels.register(),
+        fanout: None,
         wakers: None,
     };
     s.greet().await?;
