@@ -422,6 +422,13 @@ async fn fan_out_reads_match_one_postgres_in_both_protocols() {
         let e = extended(&via, sql, &[]).await.expect_err(sql);
         assert_eq!(db_error(&e).code().code(), "SG004", "{sql} (extended): {e}");
     }
+    // A shard's error fails the statement with that shard's SQLSTATE, as one server would.
+    let failing = "select tenant_id, 1 / (score - score) from accounts where score is not null";
+    let want = simple(&reference, failing).await.expect_err(failing);
+    let got = simple(&via, failing).await.expect_err(failing);
+    assert_eq!(db_error(&got).code(), db_error(&want).code(), "{got}");
+    let got = extended(&via, failing, &[]).await.expect_err(failing);
+    assert_eq!(db_error(&got).code().code(), "22012", "{got}");
     // The connection is still usable after the refusals.
     assert_eq!(simple(&via, "select 1").await.unwrap().1.len(), 1);
 }

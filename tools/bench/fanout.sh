@@ -55,10 +55,10 @@ EOF
   as_pg "$bindir/pg_ctl" -D "$work/$1" -l "$work/$1.log" -w start >/dev/null
   psql -qX -h 127.0.0.1 -p "$port" -U postgres -c "create database app" postgres
   # Tenant ids 4k+i on shard i; the rows are the same size everywhere.
-  psql -qX -h 127.0.0.1 -p "$port" -U postgres -d app -c \
-    "create table orders (tenant_id bigint, order_id bigint, amount_cents bigint, primary key (tenant_id, order_id));
-     insert into orders select 4 * (g % 250) + $2, g, (g * 7919) % 100000 from generate_series(1, $ROWS) g;
-     vacuum analyze orders"
+  psql -qX -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d app \
+    -c "create table orders (tenant_id bigint, order_id bigint, amount_cents bigint, primary key (tenant_id, order_id))" \
+    -c "insert into orders select 4 * (g % 250) + $2, g, (g * 7919) % 100000 from generate_series(1, $ROWS) g" \
+    -c "vacuum analyze orders"
   echo "$port"
 }
 
@@ -91,7 +91,8 @@ echo "SELECT sum(amount_cents) FROM orders;" > "$work/report.sql"
 run() { # label port
   local dir="$work/log-$1-$RANDOM"; mkdir "$dir"
   (cd "$dir" && pgbench -n -f "$work/report.sql" -c "$CLIENTS" -j 2 -T "$SECS" -l \
-     -h 127.0.0.1 -p "$2" -U postgres app >/dev/null 2>&1) || true
+     -h 127.0.0.1 -p "$2" -U postgres app > "$dir/out" 2>&1) || true
+  grep -q "^tps" "$dir/out" || { echo "pgbench against $1 failed:" >&2; head -20 "$dir/out" >&2; }
   # pgbench -l: one line per transaction, latency in microseconds in field 3.
   cat "$dir"/pgbench_log.* | awk -v l="$1" '{print l, $3}' >> "$work/latencies"
 }
