@@ -17,6 +17,8 @@ pub type MapGuard = arc_swap::Guard<Arc<ShardMap>>;
 pub struct MapHandle {
     map: Arc<ArcSwap<ShardMap>>,
     status: Arc<Mutex<WatchStatus>>,
+    /// Woken on every swap, for sessions that wait for a tenant's gate to open.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 /// How fresh the map is, as the catalog watcher last found it (for metrics and the admin
@@ -49,6 +51,7 @@ impl MapHandle {
         MapHandle {
             map: Arc::new(ArcSwap::from_pointee(map)),
             status: Arc::default(),
+            changed: Arc::default(),
         }
     }
 
@@ -66,6 +69,13 @@ impl MapHandle {
     /// snapshot finish on the old one.
     pub fn store(&self, map: ShardMap) {
         self.map.store(Arc::new(map));
+        self.changed.notify_waiters();
+    }
+
+    /// What a waiter for the next swap awaits. Create (and `enable`) the `Notified`
+    /// before looking at the map, so a swap between the look and the wait is not missed.
+    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
+        self.changed.clone()
     }
 
     pub fn version(&self) -> u64 {

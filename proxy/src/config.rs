@@ -181,6 +181,8 @@ pub struct ShardingConfig {
     pub gate_timeout_ms: u64,
     /// How long a fan-out read waits for any one shard's next reply.
     pub fanout_timeout_ms: u64,
+    /// Statements that may wait at one gated tenant's gate, across all clients.
+    pub gate_queue_max: usize,
 }
 
 impl Default for ShardingConfig {
@@ -195,6 +197,7 @@ impl Default for ShardingConfig {
             cross_shard_writes: CrossShardWrites::Refuse,
             gate_timeout_ms: 10_000,
             fanout_timeout_ms: 30_000,
+            gate_queue_max: 10_000,
         }
     }
 }

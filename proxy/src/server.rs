@@ -74,6 +74,10 @@ impl Shared {
             tables: ShardedTables::new(&sh.sharded_tables),
             key_column: sh.key_column.clone(),
             fanout_timeout: Duration::from_millis(sh.fanout_timeout_ms.max(1)),
+            gates: crate::exec::gate::Gates::new(
+                Duration::from_millis(sh.gate_timeout_ms),
+                sh.gate_queue_max,
+            ),
         };
         let tls = match (&p.tls_cert, &p.tls_key) {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),

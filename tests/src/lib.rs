@@ -9,7 +9,7 @@ mod fixture;
 mod proxy;
 mod util;
 
-pub use fixture::{Fixture, FixtureBuilder, SUPERUSER_PASSWORD};
+pub use fixture::{ADMIN_USER, Fixture, FixtureBuilder, SUPERUSER_PASSWORD};
 pub use proxy::{ProxyHandle, start_proxy};
 pub use shardctl::pg::{HostAuth, PgCluster, PgOptions};
 pub use util::{ScratchDir, bin, psql, wait_until};

@@ -1,6 +1,8 @@
 //! The shard map living in the catalog: a running proxy follows placement changes (NOTIFY
 //! within a second, a poll when the notification is lost), keeps routing on its last map
-//! while the catalog is down, and a dead shard fails only its own tenants, promptly.
+//! while the catalog is down, and a dead shard fails only its own tenants, promptly. A
+//! gated tenant's statements wait for the flip and then run on the new shard, or get
+//! SG005 when the gate stays shut too long; other tenants never wait.
 
 mod common;
 
@@ -27,6 +29,11 @@ struct Fleet {
 impl Fleet {
     /// 4 shards registered in a catalog, and a proxy that reads its map from there.
     async fn start(poll_ms: u64) -> Fleet {
+        Fleet::start_with(poll_ms, |_| {}).await
+    }
+
+    /// The same, with the proxy's config edited first.
+    async fn start_with(poll_ms: u64, tweak: impl FnOnce(&mut shardgate::config::Config)) -> Fleet {
         let fx = Fixture::builder().shards(4).without_proxy().start().await;
         for i in 0..4 {
             fx.connect_shard(i)
@@ -59,6 +66,7 @@ impl Fleet {
         config.shards.clear();
         config.catalog = Some(shardgate::config::CatalogConfig { url, poll_ms });
         config.sharding.sharded_tables = vec!["orders".into()];
+        tweak(&mut config);
         let proxy = shardgate_e2e::start_proxy(config).await;
         Fleet {
             fx,
@@ -253,4 +261,107 @@ async fn a_dead_shard_fails_only_its_tenants_and_promptly() {
         back,
         "the shard's tenants work again without restarting the proxy"
     );
+}
+
+/// The state the proxy's map gives `tenant`, from the admin console.
+async fn state_seen(fleet: &Fleet, tenant: i64) -> String {
+    let (user, password) = shardgate_e2e::ADMIN_USER;
+    let admin = tokio_postgres::connect(
+        &fleet.proxy.url(user, password, "shardgate"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(admin.1);
+    let rows = admin
+        .0
+        .simple_query(&format!("show tenant {tenant}"))
+        .await
+        .unwrap();
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get("state").map(str::to_owned),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+async fn set_state(fleet: &Fleet, tenant: i64, shard: usize, state: TenantState) {
+    let mut cat = fleet.catalog_client().await;
+    db::set_tenant(
+        &mut cat,
+        &TenantKey::Int(tenant),
+        &ShardRef::Id(shard as u32),
+        state,
+    )
+    .await
+    .unwrap();
+    let want = state.as_str();
+    let seen = wait_until(Duration::from_secs(5), || async {
+        state_seen(fleet, tenant).await == want
+    })
+    .await;
+    assert!(seen, "the proxy did not see tenant {tenant} {want}");
+}
+
+#[tokio::test]
+async fn a_gated_tenant_waits_for_the_flip_and_runs_on_its_new_shard_others_never_wait() {
+    const GATE_MS: u64 = 3000;
+    let fleet = Fleet::start_with(1000, |c| c.sharding.gate_timeout_ms = GATE_MS).await;
+    let c = client(&fleet.proxy).await;
+    let (t, other) = (7i64, 8i64);
+    insert(&c, t, 1).await;
+    let from = fleet.shard_holding(t, 1).await.unwrap();
+    let to = (from + 1) % 4;
+    set_state(&fleet, t, from, TenantState::Gated).await;
+
+    let held_client = client(&fleet.proxy).await;
+    let held = tokio::spawn(async move {
+        held_client
+            .execute(
+                "insert into orders (tenant_id, id, note) values ($1, 2, 'held')",
+                &[&t],
+            )
+            .await
+    });
+    // Another tenant's statements run at once while t waits.
+    for id in 0..20 {
+        let started = Instant::now();
+        insert(&c, other, id).await;
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "tenant {other} waited"
+        );
+    }
+    assert!(!held.is_finished(), "the gated tenant's write did not wait");
+
+    // The flip: t now lives on `to`, active. The held write runs there.
+    set_state(&fleet, t, to, TenantState::Active).await;
+    let written = common::within(5, "the held write after the flip", held)
+        .await
+        .unwrap();
+    assert_eq!(written.unwrap(), 1);
+    assert_eq!(fleet.shard_holding(t, 2).await, Some(to));
+
+    // A gate that stays shut: SG005 (class 40) after gate_timeout_ms, nothing written.
+    set_state(&fleet, t, to, TenantState::Gated).await;
+    let started = Instant::now();
+    let e = common::within(
+        10,
+        "a held write past the gate timeout",
+        c.execute(
+            "insert into orders (tenant_id, id, note) values ($1, 3, 'late')",
+            &[&t],
+        ),
+    )
+    .await
+    .expect_err("the gate timed out");
+    let waited = started.elapsed();
+    let db = db_error(&e);
+    assert_eq!(db.code().code(), "40SG5", "{e}");
+    assert!(db.message().contains("SG005"), "{e}");
+    assert!(waited >= Duration::from_millis(GATE_MS - 100), "{waited:?}");
+    assert_eq!(fleet.shard_holding(t, 3).await, None);
+    // The client's session is fine; other tenants still run.
+    insert(&c, other, 100).await;
 }

@@ -47,6 +47,11 @@ pub(super) enum Plan<'a> {
         sql: &'a [u8],
         shards: Vec<ShardId>,
     },
+    /// A statement of a gated tenant: wait at the gate, then plan it again.
+    Hold {
+        tenant: shardgate_catalog::TenantKey,
+        bind: bool,
+    },
     /// Describe, and Execute, of the client's fan-out portal.
     FanOutDescribe,
     FanOutExecute {
@@ -119,6 +124,9 @@ impl Session<'_> {
                 Ok(plan) => plan,
                 Err(e) => break Err(e),
             };
+            if !matches!(plan, Plan::Hold { .. }) {
+                self.held = None;
+            }
             // Work on other shards first; what is left goes to one shard as usual.
             let plan = match plan {
                 // Describing a statement must not choose the shard of a transaction that has
@@ -129,12 +137,24 @@ impl Session<'_> {
                     self.describe_aside(&stmt).await;
                     continue;
                 }
-                Plan::FanOut { .. } | Plan::FanOutDescribe | Plan::FanOutExecute { .. }
+                Plan::FanOut { .. }
+                | Plan::FanOutDescribe
+                | Plan::FanOutExecute { .. }
+                | Plan::Hold { .. }
                     if self.awaiting_server() =>
                 {
                     pos -= len;
                     self.stalled = true;
                     break Ok(true);
+                }
+                Plan::Hold { tenant, bind } => {
+                    match self.hold(&tenant).await {
+                        // Routed afresh: it goes where the tenant lives now.
+                        Ok(()) => pos -= len,
+                        Err(r) if bind => self.refuse_bind(r),
+                        Err(r) => self.refuse_query(r),
+                    }
+                    continue;
                 }
                 Plan::FanOut { sql, shards } => {
                     if let Err(e) = self.run_fanout_query(sql, shards).await {
@@ -239,6 +259,10 @@ impl Session<'_> {
                     },
                     Decision::Broadcast => Plan::Broadcast { frame, scan },
                     Decision::FanOut(shards) => Plan::FanOut { sql, shards },
+                    Decision::Hold(tenant) => Plan::Hold {
+                        tenant,
+                        bind: false,
+                    },
                     Decision::Split(parts) => Plan::Split {
                         sql: String::from_utf8_lossy(sql).into_owned(),
                         parts,
@@ -333,6 +357,7 @@ impl Session<'_> {
             | Plan::FanOut { .. }
             | Plan::FanOutDescribe
             | Plan::FanOutExecute { .. }
+            | Plan::Hold { .. }
             | Plan::Split { .. } => {}
         }
     }

@@ -74,6 +74,7 @@ impl Session<'_> {
                 target: Target::Any,
                 broadcast: true,
             },
+            Decision::Hold(tenant) => Plan::Hold { tenant, bind: true },
             Decision::FanOut(shards) => {
                 self.open_fanout_portal(bind.portal, &stmt, bind.after_names, shards);
                 Plan::Done

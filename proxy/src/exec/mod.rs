@@ -8,6 +8,7 @@ pub mod cancel;
 mod client_msgs;
 mod extended;
 mod fanout;
+pub mod gate;
 mod lend;
 mod multi;
 pub mod replies;

@@ -30,6 +30,8 @@ pub struct Routing {
     pub key_column: String,
     /// How long a fan-out waits for each shard's next reply.
     pub fanout_timeout: std::time::Duration,
+    /// Statements waiting for gated tenants.
+    pub gates: super::gate::Gates,
 }
 
 /// Which tables are sharded: the configured list, or (when it is empty) the tables that
@@ -97,6 +99,8 @@ pub(super) enum Decision {
     Split(Vec<(ShardId, Vec<usize>)>),
     /// A read on these shards, merged (outside transactions, one statement only).
     FanOut(Vec<ShardId>),
+    /// The tenant is gated (its move is cutting over): wait, then route again.
+    Hold(TenantKey),
     Refuse(Refusal),
 }
 
@@ -155,7 +159,7 @@ impl Session<'_> {
                 }
                 Err(refusal) => return Decision::Refuse(refusal),
             };
-            let next = self.finish_decision(route_to_decision(route, single), map.shards().len());
+            let next = self.finish_decision(self.decide(route, single), map.shards().len());
             acc = match (acc, next) {
                 (Decision::Go(Target::Any), next) => next,
                 (acc, Decision::Go(Target::Any)) => acc,
@@ -222,7 +226,7 @@ impl Session<'_> {
                 self.rls_tenant = rls;
                 let decision = match route {
                     Route::FanOut(shards) if shards.len() > 1 => Decision::FanOut(shards),
-                    route => route_to_decision(route, false),
+                    route => self.decide(route, false),
                 };
                 self.finish_decision(decision, map.shards().len())
             }
@@ -409,6 +413,17 @@ fn access(kind: StatementKind) -> Access {
         StatementKind::Ddl | StatementKind::Utility => Access::Ddl,
         k if k.is_write() => Access::Write,
         _ => Access::Read,
+    }
+}
+
+impl Session<'_> {
+    /// A gated tenant's statement waits, except inside a transaction already running on a
+    /// shard (the move waits for that transaction instead; see `gate`).
+    fn decide(&self, route: Route, splittable: bool) -> Decision {
+        match route {
+            Route::Held { tenant, .. } if !self.in_pinned_transaction() => Decision::Hold(tenant),
+            route => route_to_decision(route, splittable),
+        }
     }
 }
 

@@ -77,6 +77,9 @@ pub(super) struct Session<'a> {
     pub(super) cancel: CancelHandle,
     /// The client's portal for a read on several shards, from its Bind to its Sync.
     pub(super) fanout: Option<super::fanout::FanoutPortal>,
+    /// The message being held at a tenant's gate, and its deadline (kept while the same
+    /// message is routed again after a map change).
+    pub(super) held: Option<(TenantKey, std::time::Instant)>,
     /// Which socket woke the task (see `wakers`); built on the first poll.
     pub(super) wakers: Option<SessionWakers>,
 }
@@ -115,6 +118,7 @@ pub async fn run(
         gucs_dirty: false,
         cancel: ctx.cancels.register(),
         fanout: None,
+        held: None,
         wakers: None,
     };
     s.greet().await?;

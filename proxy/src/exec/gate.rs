@@ -1,0 +1,160 @@
+//! The per-tenant gate (DESIGN.md §6). While a move cuts a tenant over, the map marks it
+//! `gated`: its statements wait here until the map no longer does (the flip, or the move
+//! rolling back), then are routed afresh, so they run where the tenant now lives. Other
+//! tenants never wait. A statement waits at most `gate_timeout_ms`, and at most
+//! `gate_queue_max` statements wait per tenant; past either the client gets SG005, with
+//! SQLSTATE 40SG5 (class 40, transaction rollback: drivers and ORMs retry it).
+//!
+//! Statements of a transaction already running on the tenant's shard are not held: the
+//! move waits for such transactions to end before it flips, and holding them would
+//! deadlock the two.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use shardgate_catalog::{ShardMap, TenantKey, TenantState};
+
+use super::route::Refusal;
+use super::session::Session;
+
+/// The SQLSTATE of SG005.
+pub const SG005_SQLSTATE: &str = "40SG5";
+
+/// How many statements wait at each tenant's gate, across every session.
+pub struct Gates {
+    timeout: Duration,
+    max: usize,
+    waiting: Mutex<HashMap<TenantKey, usize>>,
+}
+
+impl Gates {
+    pub fn new(timeout: Duration, max: usize) -> Gates {
+        Gates {
+            timeout,
+            max: max.max(1),
+            waiting: Mutex::default(),
+        }
+    }
+
+    /// Statements waiting at `tenant`'s gate now.
+    pub fn waiting(&self, tenant: &TenantKey) -> usize {
+        self.lock().get(tenant).copied().unwrap_or(0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantKey, usize>> {
+        // Plain counters: a panic elsewhere mid-update leaves them usable.
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn admit<'a>(&'a self, tenant: &TenantKey) -> Option<Waiting<'a>> {
+        let mut w = self.lock();
+        let n = w.entry(tenant.clone()).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(Waiting {
+            gates: self,
+            tenant: tenant.clone(),
+        })
+    }
+}
+
+/// One statement's place at a gate; leaving (however the wait ends) frees it.
+struct Waiting<'a> {
+    gates: &'a Gates,
+    tenant: TenantKey,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut w = self.gates.lock();
+        if let Some(n) = w.get_mut(&self.tenant) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+pub(super) fn is_gated(map: &ShardMap, tenant: &TenantKey) -> bool {
+    map.locate(tenant)
+        .is_ok_and(|p| p.state == TenantState::Gated)
+}
+
+fn sg005(tenant: &TenantKey, why: String) -> Refusal {
+    Refusal {
+        code: SG005_SQLSTATE,
+        message: format!("SG005: tenant {tenant} is being moved to another shard and {why}"),
+        hint: Some("retry: the cut-over of a move holds a tenant for milliseconds"),
+    }
+}
+
+impl Session<'_> {
+    /// Waits until `tenant` is no longer gated. The deadline counts from the first time
+    /// this message was held (a message is routed afresh after each map change).
+    pub(super) async fn hold(&mut self, tenant: &TenantKey) -> Result<(), Refusal> {
+        let ctx = self.ctx;
+        let gates = &ctx.routing.gates;
+        let deadline = match &self.held {
+            Some((t, d)) if t == tenant => *d,
+            _ => Instant::now() + gates.timeout,
+        };
+        let Some(_waiting) = gates.admit(tenant) else {
+            self.held = None;
+            return Err(sg005(
+                tenant,
+                format!("{} statements already wait for it", gates.max),
+            ));
+        };
+        self.held = Some((tenant.clone(), deadline));
+        let changes = ctx.routing.map.changes();
+        loop {
+            let notified = changes.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !is_gated(&ctx.routing.map.load(), tenant) {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    self.held = None;
+                    return Err(sg005(
+                        tenant,
+                        format!(
+                            "its statement waited the whole gate_timeout_ms ({} ms)",
+                            gates.timeout.as_millis()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_is_capped_per_tenant_and_places_are_freed() {
+        let gates = Gates::new(Duration::from_secs(1), 2);
+        let (a, b) = (TenantKey::Int(1), TenantKey::Int(2));
+        let first = gates.admit(&a).unwrap();
+        let second = gates.admit(&a).unwrap();
+        assert!(gates.admit(&a).is_none(), "a third waiter is refused");
+        assert!(
+            gates.admit(&b).is_some(),
+            "other tenants have their own queue"
+        );
+        assert_eq!(gates.waiting(&a), 2);
+        drop(first);
+        assert_eq!(gates.waiting(&a), 1);
+        drop(second);
+        assert_eq!(gates.waiting(&a), 0);
+        assert!(gates.lock().is_empty());
+    }
+}
