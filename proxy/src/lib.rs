@@ -22,6 +22,7 @@ pub mod exec;
 pub mod fanout;
 pub mod frontend;
 pub mod gucs;
+pub mod heartbeat;
 pub mod router;
 mod server;
 pub mod wire;

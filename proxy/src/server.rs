@@ -78,6 +78,7 @@ impl Shared {
                 Duration::from_millis(sh.gate_timeout_ms),
                 sh.gate_queue_max,
             ),
+            open_txns: Default::default(),
         };
         let tls = match (&p.tls_cert, &p.tls_key) {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
@@ -174,6 +175,20 @@ pub async fn run(
         ));
     }
     let shared = Arc::new(Shared::new(&config, map)?);
+    let _stop_heartbeat = config.catalog.as_ref().map(|catalog| {
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        AbortOnDrop(tokio::spawn(crate::heartbeat::run(
+            catalog.url.clone(),
+            Duration::from_millis(catalog.poll_ms.max(50)),
+            crate::heartbeat::proxy_id(&addr),
+            addr,
+            shared.exec.routing.map.clone(),
+            Arc::downgrade(&shared.exec.routing.open_txns),
+        )))
+    });
     let _stop_discovery = AbortOnDrop(tokio::spawn(discover::sharded_tables_loop(
         Arc::downgrade(&shared),
         config.sharding.key_column.clone(),

@@ -365,3 +365,61 @@ async fn a_gated_tenant_waits_for_the_flip_and_runs_on_its_new_shard_others_neve
     // The client's session is fine; other tenants still run.
     insert(&c, other, 100).await;
 }
+
+/// The proxy's row in `shardgate.proxies`: map version seen and in-flight JSON (as text).
+async fn heartbeat_row(cat: &Client) -> Option<(i64, String)> {
+    cat.query_opt(
+        "select map_version_seen, inflight_json::text from shardgate.proxies \
+         where last_seen > now() - interval '5 seconds'",
+        &[],
+    )
+    .await
+    .unwrap()
+    .map(|r| (r.get(0), r.get(1)))
+}
+
+#[tokio::test]
+async fn the_heartbeat_reports_the_map_version_and_open_transactions_of_gated_tenants() {
+    let fleet = Fleet::start(200).await;
+    let cat = fleet.catalog_client().await;
+    let c = client(&fleet.proxy).await;
+    let t = 11i64;
+    insert(&c, t, 1).await;
+    let home = fleet.shard_holding(t, 1).await.unwrap();
+
+    // A transaction of t is open when t is gated: it keeps running (not held), and the
+    // heartbeat says so, with the gated map's version.
+    c.batch_execute(&format!(
+        "begin; insert into orders (tenant_id, id, note) values ({t}, 2, 'in txn')"
+    ))
+    .await
+    .unwrap();
+    set_state(&fleet, t, home, TenantState::Gated).await;
+    let version = db::map_version(&cat).await.unwrap() as i64;
+    let reported = wait_until(Duration::from_secs(5), || async {
+        heartbeat_row(&cat)
+            .await
+            .is_some_and(|(v, inflight)| v >= version && inflight == format!("{{\"{t}\": 1}}"))
+    })
+    .await;
+    assert!(reported, "heartbeat: {:?}", heartbeat_row(&cat).await);
+    let started = Instant::now();
+    c.batch_execute(&format!(
+        "insert into orders (tenant_id, id, note) values ({t}, 3, 'in txn'); commit"
+    ))
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the open transaction was held"
+    );
+    let cleared = wait_until(Duration::from_secs(5), || async {
+        heartbeat_row(&cat)
+            .await
+            .is_some_and(|(_, inflight)| inflight == "{}")
+    })
+    .await;
+    assert!(cleared, "heartbeat: {:?}", heartbeat_row(&cat).await);
+    assert_eq!(fleet.shard_holding(t, 3).await, Some(home));
+    set_state(&fleet, t, home, TenantState::Active).await;
+}

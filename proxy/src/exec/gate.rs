@@ -79,6 +79,46 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// Transactions open per tenant on this proxy (every session's, counted once per tenant a
+/// transaction routed a statement for). The heartbeat reports them for gated tenants, so a
+/// move flips only once no transaction of the tenant is still running on the old shard.
+#[derive(Default)]
+pub struct OpenTransactions {
+    open: Mutex<HashMap<TenantKey, usize>>,
+}
+
+impl OpenTransactions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantKey, usize>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn begin(&self, tenant: &TenantKey) {
+        *self.lock().entry(tenant.clone()).or_insert(0) += 1;
+    }
+
+    fn end(&self, tenant: &TenantKey) {
+        let mut open = self.lock();
+        if let Some(n) = open.get_mut(tenant) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(tenant);
+            }
+        }
+    }
+
+    /// Open transactions of the tenants `map` says are gated.
+    pub fn of_gated(&self, map: &ShardMap) -> Vec<(TenantKey, usize)> {
+        let mut out: Vec<_> = self
+            .lock()
+            .iter()
+            .filter(|(t, _)| is_gated(map, t))
+            .map(|(t, n)| (t.clone(), *n))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
 pub(super) fn is_gated(map: &ShardMap, tenant: &TenantKey) -> bool {
     map.locate(tenant)
         .is_ok_and(|p| p.state == TenantState::Gated)
@@ -135,6 +175,23 @@ impl Session<'_> {
     }
 }
 
+impl Session<'_> {
+    /// Counts the session's open transaction for `tenant` (once per transaction).
+    pub(super) fn note_txn_tenant(&mut self, tenant: &TenantKey) {
+        if !self.txn_tenants.contains(tenant) {
+            self.ctx.routing.open_txns.begin(tenant);
+            self.txn_tenants.push(tenant.clone());
+        }
+    }
+
+    /// The transaction ended (or the session did): its tenants are no longer counted.
+    pub(super) fn end_txn_tenants(&mut self) {
+        for t in std::mem::take(&mut self.txn_tenants) {
+            self.ctx.routing.open_txns.end(&t);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +213,17 @@ mod tests {
         drop(second);
         assert_eq!(gates.waiting(&a), 0);
         assert!(gates.lock().is_empty());
+    }
+
+    #[test]
+    fn open_transactions_are_counted_per_tenant() {
+        let open = OpenTransactions::default();
+        let t = TenantKey::Int(5);
+        open.begin(&t);
+        open.begin(&t);
+        open.end(&t);
+        assert_eq!(open.lock().get(&t), Some(&1));
+        open.end(&t);
+        assert!(open.lock().is_empty());
     }
 }

@@ -32,6 +32,8 @@ pub struct Routing {
     pub fanout_timeout: std::time::Duration,
     /// Statements waiting for gated tenants.
     pub gates: super::gate::Gates,
+    /// Open transactions per tenant (for the heartbeat).
+    pub open_txns: std::sync::Arc<super::gate::OpenTransactions>,
 }
 
 /// Which tables are sharded: the configured list, or (when it is empty) the tables that
@@ -149,6 +151,8 @@ impl Session<'_> {
             .collect();
         let aligned = parts.len() == classified.statements.len();
         let mut acc = Decision::Go(Target::Any);
+        // A BEGIN earlier in the string opens the transaction the later statements run in.
+        let mut begun = false;
         for (i, info) in classified.statements.iter().enumerate() {
             let route = match self.route_statement(&map, info, None, guc.clone()) {
                 Ok((r, rls)) => {
@@ -159,6 +163,10 @@ impl Session<'_> {
                 }
                 Err(refusal) => return Decision::Refuse(refusal),
             };
+            if begun || self.in_transaction() {
+                self.note_txn_route(&route);
+            }
+            begun |= info.template.kind == StatementKind::Begin;
             let next = self.finish_decision(self.decide(route, single), map.shards().len());
             acc = match (acc, next) {
                 (Decision::Go(Target::Any), next) => next,
@@ -226,7 +234,12 @@ impl Session<'_> {
                 self.rls_tenant = rls;
                 let decision = match route {
                     Route::FanOut(shards) if shards.len() > 1 => Decision::FanOut(shards),
-                    route => self.decide(route, false),
+                    route => {
+                        if self.in_transaction() {
+                            self.note_txn_route(&route);
+                        }
+                        self.decide(route, false)
+                    }
                 };
                 self.finish_decision(decision, map.shards().len())
             }
@@ -417,6 +430,20 @@ fn access(kind: StatementKind) -> Access {
 }
 
 impl Session<'_> {
+    /// For a statement inside a transaction: its tenant counts as having an open
+    /// transaction here until the transaction ends.
+    fn note_txn_route(&mut self, route: &Route) {
+        match route {
+            Route::Single {
+                tenant: Some(t), ..
+            } => self.note_txn_tenant(t),
+            Route::Held { tenant, .. } if self.in_pinned_transaction() => {
+                self.note_txn_tenant(tenant)
+            }
+            _ => {}
+        }
+    }
+
     /// A gated tenant's statement waits, except inside a transaction already running on a
     /// shard (the move waits for that transaction instead; see `gate`).
     fn decide(&self, route: Route, splittable: bool) -> Decision {

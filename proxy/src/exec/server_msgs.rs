@@ -124,6 +124,9 @@ impl Session<'_> {
             btag::READY_FOR_QUERY if fx.ready => {
                 let status = body.first().copied().unwrap_or(b'I');
                 self.session.txn_status = status;
+                if status == b'I' {
+                    self.end_txn_tenants();
+                }
                 for cmd in self.settings.on_ready(status) {
                     self.apply_on_both(&cmd);
                 }

@@ -80,6 +80,8 @@ pub(super) struct Session<'a> {
     /// The message being held at a tenant's gate, and its deadline (kept while the same
     /// message is routed again after a map change).
     pub(super) held: Option<(TenantKey, std::time::Instant)>,
+    /// Tenants the open transaction routed statements for (counted in `open_txns`).
+    pub(super) txn_tenants: Vec<TenantKey>,
     /// Which socket woke the task (see `wakers`); built on the first poll.
     pub(super) wakers: Option<SessionWakers>,
 }
@@ -119,6 +121,7 @@ pub async fn run(
         cancel: ctx.cancels.register(),
         fanout: None,
         held: None,
+        txn_tenants: Vec::new(),
         wakers: None,
     };
     s.greet().await?;
@@ -312,6 +315,7 @@ impl Session<'_> {
             }
         }
         self.cancel.slot.set(None);
+        self.end_txn_tenants();
         let _ = self.flush_client().await;
     }
 

@@ -55,6 +55,7 @@ impl Session<'_> {
     fn end_pending(&mut self) {
         self.pending = PendingTxn::default();
         self.session.txn_status = b'I';
+        self.end_txn_tenants();
     }
 
     /// In a transaction that failed before reaching a server, Postgres's answer to
