@@ -5,6 +5,7 @@
 //! that names the row, never a panic and never a silently skipped tenant.
 
 mod mutate;
+mod place;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,6 +16,10 @@ use tokio_postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row};
 pub use mutate::{
     AddedShard, NOTIFY_CHANNEL, NewShard, ShardRef, add_shard, bump_version, remove_tenant,
     resolve_shard, set_shard_state, set_tenant,
+};
+pub use place::{
+    AddedTenant, FleetLoad, PlaceError, SAFETY_FACTOR, ShardChoice, ShardLoad, add_tenant, choose,
+    fleet_load, suggest_capacity_hint,
 };
 
 use crate::error::{CatalogError, redact_url};

@@ -108,9 +108,14 @@ impl Report for Init {
 pub async fn shard_add(url: &str, shard: NewShard) -> Result<ShardAdd, CatalogError> {
     let mut client = db::connect(url).await?;
     let added = db::add_shard(&mut client, &shard).await?;
+    let suggested_capacity_hint = match (shard.capacity_hint, shard.max_connections) {
+        (None, Some(max)) => db::suggest_capacity_hint(max, shard.pool_size),
+        _ => None,
+    };
     Ok(ShardAdd {
         name: shard.name,
         added,
+        suggested_capacity_hint,
     })
 }
 
@@ -118,15 +123,25 @@ pub async fn shard_add(url: &str, shard: NewShard) -> Result<ShardAdd, CatalogEr
 pub struct ShardAdd {
     pub name: String,
     pub added: AddedShard,
+    /// Given max_connections but no capacity_hint: what DESIGN.md §5 would have set.
+    pub suggested_capacity_hint: Option<u32>,
 }
 
 impl Report for ShardAdd {
     fn text(&self) -> String {
         let a = &self.added;
-        format!(
+        let mut out = format!(
             "added shard {} (id {}) with {} virtual nodes; map version {}",
             self.name, a.id, a.vnodes, a.version
-        )
+        );
+        if let Some(hint) = self.suggested_capacity_hint {
+            out.push_str(&format!(
+                "\nno capacity_hint: placement treats the shard as unbounded; \
+                 floor(max_connections / pool_size / {}) suggests {hint}",
+                db::SAFETY_FACTOR
+            ));
+        }
+        out
     }
 
     fn json(&self) -> Value {
@@ -136,6 +151,7 @@ impl Report for ShardAdd {
             "shard_id": a.id,
             "vnodes": a.vnodes,
             "map_version": a.version,
+            "suggested_capacity_hint": self.suggested_capacity_hint,
         })
     }
 }

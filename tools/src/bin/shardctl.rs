@@ -2,11 +2,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use shardctl::catalog_cmd::{self, Format, Report};
 use shardctl::dev;
+use shardctl::place_cmd::{self, EXIT_CODES_HELP};
 use shardgate_catalog::db::{InitOptions, NewShard};
 use shardgate_catalog::{KeyType, Strategy, TenantState};
 use tokio::signal::unix::{SignalKind, signal};
@@ -49,6 +51,19 @@ enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Preview placement: the shard a new tenant would get now. Changes nothing.
+    ///
+    /// Among active shards below their capacity_hint, the one with the fewest live
+    /// tenants, ties to the smallest name.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Place {
+        #[command(flatten)]
+        catalog: CatalogArgs,
+        /// Check this shard (name or id) instead of choosing: it must be active and below
+        /// its capacity_hint, else E_SHARD_NOT_FOUND / E_NO_CAPACITY (exit 2).
+        #[arg(long, value_name = "NAME")]
+        preferred_shard: Option<String>,
+    },
 }
 
 /// Where the catalog is and how to print; every catalog command takes these.
@@ -64,6 +79,11 @@ struct CatalogArgs {
 
 #[derive(Subcommand)]
 enum ShardCommand {
+    /// Every shard with its live tenants and free capacity (passwords masked).
+    List {
+        #[command(flatten)]
+        catalog: CatalogArgs,
+    },
     /// Add a shard to the catalog (with its virtual nodes on the hash ring).
     Add {
         #[command(flatten)]
@@ -78,7 +98,9 @@ enum ShardCommand {
         id: Option<u32>,
         #[arg(long, default_value_t = 20)]
         pool_size: u32,
-        /// Most live tenants placement puts on this shard (default unbounded).
+        /// Most live tenants placement puts on this shard (default unbounded). Suggested:
+        /// floor(max_connections / pool_size / 2), printed when only --max-connections is
+        /// given.
         #[arg(long)]
         capacity_hint: Option<u32>,
         /// The server's max_connections, for the connection budget.
@@ -94,6 +116,22 @@ enum ShardCommand {
 
 #[derive(Subcommand)]
 enum TenantCommand {
+    /// Place a new tenant by capacity and record it (active). Moves no data.
+    ///
+    /// Without --shard, the shard `shardctl place` would name; with it, that shard or an
+    /// error, never another shard. A tenant that already has a row is refused.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Add {
+        #[command(flatten)]
+        catalog: CatalogArgs,
+        /// The tenant's key, read as the catalog's key_type.
+        #[arg(allow_hyphen_values = true)]
+        id: String,
+        /// Put it on this shard (name or id); fails with E_NO_CAPACITY if the shard is full
+        /// or not active.
+        #[arg(long, value_name = "NAME")]
+        shard: Option<String>,
+    },
     /// Pin one tenant to a shard (raw; it moves no data).
     Set {
         #[command(flatten)]
@@ -131,14 +169,48 @@ enum DevCommand {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
+    match run(cli.command).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints clap's message. `place` and `tenant add` document exit codes 1-3 as placement
+/// outcomes, so their argument errors exit 4 instead of clap's 2.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    let args: Vec<String> = std::env::args().skip(1).take(2).collect();
+    if e.use_stderr() && has_placement_exit_codes(&args) {
+        ExitCode::from(place_cmd::exit::USAGE)
+    } else {
+        ExitCode::from(e.exit_code().clamp(0, 255) as u8)
+    }
+}
+
+fn has_placement_exit_codes(args: &[String]) -> bool {
+    match args {
+        [cmd, ..] if cmd == "place" => true,
+        [cmd, sub, ..] => cmd == "tenant" && sub == "add",
+        _ => false,
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Dev {
             command:
                 DevCommand::Up {
@@ -225,8 +297,29 @@ async fn main() -> anyhow::Result<()> {
             let done = catalog_cmd::tenant_set(&catalog.catalog, &id, &shard, state).await?;
             print(done, catalog.format);
         }
+        Command::Shard {
+            command: ShardCommand::List { catalog },
+        } => {
+            print(
+                place_cmd::shard_list(&catalog.catalog).await?,
+                catalog.format,
+            );
+        }
+        Command::Tenant {
+            command: TenantCommand::Add { catalog, id, shard },
+        } => {
+            let result = place_cmd::tenant_add(&catalog.catalog, &id, shard.as_deref()).await;
+            return Ok(place_cmd::finish(result, catalog.format));
+        }
+        Command::Place {
+            catalog,
+            preferred_shard,
+        } => {
+            let result = place_cmd::place(&catalog.catalog, preferred_shard.as_deref()).await;
+            return Ok(place_cmd::finish(result, catalog.format));
+        }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print(report: impl Report, format: Format) {
@@ -244,4 +337,28 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = term.recv() => {}
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn only_placement_commands_remap_argument_errors() {
+        assert!(has_placement_exit_codes(&args(&["place", "--bogus"])));
+        assert!(has_placement_exit_codes(&args(&["tenant", "add"])));
+        assert!(!has_placement_exit_codes(&args(&["tenant", "set"])));
+        assert!(!has_placement_exit_codes(&args(&["shard"])));
+        assert!(!has_placement_exit_codes(&args(&[])));
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }
