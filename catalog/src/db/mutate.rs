@@ -321,7 +321,7 @@ pub async fn set_shard_state(
 }
 
 /// Appends to `events`: who changed routing, and to which version.
-async fn event(
+pub(super) async fn event(
     tx: &Transaction<'_>,
     kind: &str,
     tenant: Option<&str>,

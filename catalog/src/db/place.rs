@@ -273,14 +273,7 @@ pub async fn add_tenant(
         "tenant {tenant} placed on shard {} (id {}), {} live tenants before",
         shard.name, shard.id, shard.tenants
     );
-    tx.execute(
-        "INSERT INTO shardgate.events (kind, tenant_id, detail) \
-         VALUES ('tenant_added', $1, \
-                 jsonb_build_object('what', $2::text, 'map_version', $3::bigint))",
-        &[&tenant, &what, &(version as i64)],
-    )
-    .await
-    .map_err(q("recording the event"))?;
+    super::mutate::event(&tx, "tenant_added", Some(&tenant), &what, version).await?;
     tx.commit().await.map_err(q("committing add_tenant"))?;
     Ok(AddedTenant {
         tenant,
