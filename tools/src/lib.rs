@@ -3,8 +3,10 @@
 //! - [`pg`]: local Postgres clusters from the machine's binaries (tests and `dev`).
 //! - [`dev`]: `shardctl dev up|down`, a whole local fleet in one command.
 //! - [`catalog_cmd`]: `shardctl init`, `shard add`, `tenant set` on the catalog database.
+//! - [`move_cmd`]: `shardctl move` (online tenant move) and `shardctl jobs`.
 
 pub mod catalog_cmd;
 pub mod demo;
 pub mod dev;
+pub mod move_cmd;
 pub mod pg;
