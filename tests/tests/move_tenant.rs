@@ -1,7 +1,7 @@
 //! `shardctl move` end to end: a tenant with 10,000 rows moves to another shard while eight
 //! clients keep inserting and updating through the proxy, and not one statement fails, not
 //! one acknowledged write is lost or duplicated, and nothing of the move is left behind. A
-//! move the plan refuses, and a dry run, change nothing.
+//! move the plan refuses, and a dry run, change nothing; a gate that times out rolls back.
 
 mod common;
 
@@ -313,6 +313,18 @@ async fn a_tenant_moves_under_writes_with_no_failed_lost_or_duplicated_write() {
         "moved tenant {T} s{source} -> s{target} under {writes} writes; gate held {} ms",
         moved.gate_hold.as_millis()
     );
+    let steps: String = fleet
+        .catalog_client()
+        .await
+        .query_one(
+            "select detail->>'steps_ms' from shardgate.events \
+             where kind = 'move_flipped' and job_id = $1",
+            &[&moved.job],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    eprintln!("gate hold by step (ms): {steps}");
     assert!(
         moved.gate_hold < Duration::from_secs(2),
         "gate held {:?}",
@@ -437,4 +449,43 @@ async fn a_dry_run_and_a_refused_plan_change_nothing() {
     assert_eq!(fleet.rows_on(source, T).await.len(), 300);
     assert!(fleet.rows_on(good, T).await.is_empty());
     assert_eq!(fleet.move_leftovers().await, Vec::<String>::new());
+
+    // A gate no proxy acknowledges: rolled back after --gate-timeout, the tenant active on
+    // its source again, the copy gone, the job failed; its clients write as before.
+    let never = Hooks {
+        progress: None,
+        gate_ack: Some(Arc::new(|_| Box::pin(async { false }))),
+    };
+    let req = MoveRequest {
+        gate_timeout: Duration::from_millis(800),
+        ..MoveRequest::new(T.to_string(), format!("s{good}"))
+    };
+    let e = move_cmd::run(&url, &req, &never)
+        .await
+        .expect_err("an unacknowledged gate times out");
+    assert_eq!(e.code(), "E_GATE_TIMEOUT", "{e}");
+    assert_eq!(fleet.placement(T).await, (source, TenantState::Active));
+    assert_eq!(fleet.move_leftovers().await, Vec::<String>::new());
+    assert!(fleet.rows_on(good, T).await.is_empty(), "the copy was left");
+    let jobs = db::jobs::list_jobs(&cat, true).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].state, JobState::Failed);
+    assert!(
+        jobs[0]
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("E_GATE_TIMEOUT")
+    );
+    common::within(
+        15,
+        "a write after the rollback",
+        c.execute(
+            "insert into orders (tenant_id, id, note) values ($1, 301, 'after')",
+            &[&T],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fleet.rows_on(source, T).await.len(), 301);
 }

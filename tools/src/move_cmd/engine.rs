@@ -437,6 +437,13 @@ async fn gate_to_flip(ctx: &mut Ctx<'_>) -> Result<Duration, (Phase, MoveError)>
     .await
     .map_err(|e| (Phase::Gate, e.into()))?;
     let started = Instant::now();
+    // Where the hold time goes, step by step (ms), for the flip's event.
+    let mut steps: Vec<(&str, u64)> = Vec::new();
+    let mut lap = Instant::now();
+    let mut mark = |what: &'static str| {
+        steps.push((what, lap.elapsed().as_millis() as u64));
+        lap = Instant::now();
+    };
     let deadline = started + ctx.spec.gate_timeout;
     let timeout = |what: &str| {
         MoveError::GateTimeout(format!(
@@ -453,6 +460,7 @@ async fn gate_to_flip(ctx: &mut Ctx<'_>) -> Result<Duration, (Phase, MoveError)>
             timeout("the proxies did not acknowledge the gate"),
         ));
     }
+    mark("acknowledged");
     let wait = deadline.saturating_duration_since(Instant::now());
     let (key_column, tenant, job) = (
         ctx.spec.key_column.clone(),
@@ -478,6 +486,7 @@ async fn gate_to_flip(ctx: &mut Ctx<'_>) -> Result<Duration, (Phase, MoveError)>
         .await
         .map_err(at(Phase::Gate))?;
 
+    mark("fenced");
     ctx.enter(Phase::FinalCatchUp)
         .await
         .map_err(at(Phase::FinalCatchUp))?;
@@ -507,12 +516,14 @@ async fn gate_to_flip(ctx: &mut Ctx<'_>) -> Result<Duration, (Phase, MoveError)>
         tokio::time::sleep(POLL).await;
     }
 
+    mark("caught_up");
     ctx.enter(Phase::Verify).await.map_err(at(Phase::Verify))?;
     verify(ctx).await.map_err(at(Phase::Verify))?;
     if Instant::now() >= deadline {
         return Err((Phase::Verify, timeout("the verification did not finish")));
     }
 
+    mark("verified");
     ctx.enter(Phase::Flip).await.map_err(at(Phase::Flip))?;
     let flipped = db::set_tenant(
         &mut ctx.catalog,
@@ -523,6 +534,12 @@ async fn gate_to_flip(ctx: &mut Ctx<'_>) -> Result<Duration, (Phase, MoveError)>
     .await
     .map_err(|e| (Phase::Flip, e.into()))?;
     let hold = started.elapsed();
+    mark("flipped");
+    let steps: serde_json::Map<String, serde_json::Value> = steps
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
+    tracing::info!(?steps, "gate hold by step (ms)");
     ctx.hooks.emit(Progress::GateHeld(hold));
     // Persisted at once: from here on the job can no longer be rolled back.
     catalog_jobs::set_phase(&ctx.catalog, ctx.job, Phase::Cleanup.as_str())
@@ -530,7 +547,11 @@ async fn gate_to_flip(ctx: &mut Ctx<'_>) -> Result<Duration, (Phase, MoveError)>
         .map_err(|e| (Phase::Cleanup, e.into()))?;
     ctx.event(
         "move_flipped",
-        json!({ "map_version": flipped, "gate_hold_ms": hold.as_millis() as u64 }),
+        json!({
+            "map_version": flipped,
+            "gate_hold_ms": hold.as_millis() as u64,
+            "steps_ms": steps,
+        }),
     )
     .await
     .map_err(at(Phase::Cleanup))?;
