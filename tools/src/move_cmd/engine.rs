@@ -369,8 +369,10 @@ async fn phases(ctx: &mut Ctx<'_>, from: Phase) -> Result<(Duration, u64), (Phas
 async fn copy(ctx: &mut Ctx<'_>) -> Result<(), MoveError> {
     ctx.enter(Phase::Copy).await?;
     let name = ctx.name();
+    ctx.source.prepare_marker(Some(ctx.job)).await?;
+    ctx.target.prepare_marker(None).await?;
     ctx.source
-        .create_publication(&name, &ctx.tables, &ctx.spec.key_column, &ctx.key)
+        .create_publication(&name, ctx.job, &ctx.tables, &ctx.spec.key_column, &ctx.key)
         .await?;
     ctx.target
         .create_subscription(&name, &ctx.source.url)
@@ -380,7 +382,8 @@ async fn copy(ctx: &mut Ctx<'_>) -> Result<(), MoveError> {
     let mut last = Instant::now();
     loop {
         let (ready, total) = ctx.target.sync_state(&name).await?;
-        let done = total == ctx.tables.len() as i64 && ready == total;
+        // The tenant's tables and the marker.
+        let done = total == ctx.tables.len() as i64 + 1 && ready == total;
         if done || last.elapsed() >= PROGRESS_EVERY {
             let mut rows = 0;
             for t in &ctx.tables {
@@ -490,32 +493,28 @@ async fn gate_to_flip(ctx: &mut Ctx<'_>) -> Result<Duration, (Phase, MoveError)>
     ctx.enter(Phase::FinalCatchUp)
         .await
         .map_err(at(Phase::FinalCatchUp))?;
-    let lsn = ctx
+    let mark_sent = ctx
         .source
-        .current_lsn()
+        .bump_marker(ctx.job)
         .await
         .map_err(at(Phase::FinalCatchUp))?;
-    let name = ctx.name();
     loop {
-        let reached = ctx
-            .source
-            .slot_reached(&name, &lsn)
+        let applied = ctx
+            .target
+            .marker(ctx.job)
             .await
             .map_err(at(Phase::FinalCatchUp))?;
-        if reached {
+        if applied >= mark_sent {
             break;
         }
         if Instant::now() >= deadline {
             return Err((
                 Phase::FinalCatchUp,
-                timeout(&format!(
-                    "the target did not apply the source's WAL up to {lsn}"
-                )),
+                timeout("the target did not apply the source's last writes"),
             ));
         }
         tokio::time::sleep(POLL).await;
     }
-
     mark("caught_up");
     ctx.enter(Phase::Verify).await.map_err(at(Phase::Verify))?;
     verify(ctx).await.map_err(at(Phase::Verify))?;
@@ -633,6 +632,8 @@ async fn cleanup(ctx: &mut Ctx<'_>) -> Result<u64, MoveError> {
     let name = ctx.name();
     ctx.target.drop_subscription(&name).await?;
     ctx.source.drop_publication_and_slot(&name).await?;
+    ctx.source.drop_marker(ctx.job).await?;
+    ctx.target.drop_marker(ctx.job).await?;
     let mut deleted = 0;
     if !ctx.spec.keep_source {
         for t in &ctx.tables {
@@ -710,6 +711,8 @@ async fn rollback(ctx: &mut Ctx<'_>) -> Vec<String> {
         "dropping the publication",
         ctx.source.drop_publication_and_slot(&name).await,
     );
+    note("deleting the marker", ctx.source.drop_marker(ctx.job).await);
+    note("deleting the marker", ctx.target.drop_marker(ctx.job).await);
     for t in &ctx.tables {
         let r = ctx
             .target

@@ -218,10 +218,12 @@ impl Shard {
         Ok((row.get(0), row.get(1)))
     }
 
-    /// Creates the publication of the tenant's rows, unless it exists (a resumed job).
+    /// Creates the publication of the tenant's rows and of the job's marker row, unless it
+    /// exists (a resumed job).
     pub async fn create_publication(
         &self,
         name: &str,
+        job: i64,
         tables: &[Table],
         key_column: &str,
         key: &TenantKey,
@@ -242,6 +244,7 @@ impl Shard {
         let list = tables
             .iter()
             .map(|t| format!("{} WHERE {filter}", t.sql_name()))
+            .chain([format!("shardgate.move_marker WHERE (job_id = {job})")])
             .collect::<Vec<_>>()
             .join(", ");
         self.batch(
@@ -311,29 +314,63 @@ impl Shard {
         Ok(row.and_then(|r| r.get(0)))
     }
 
-    /// The source's current WAL position, as text.
-    pub async fn current_lsn(&self) -> Result<String, MoveError> {
-        Ok(self
-            .one_text(
-                "reading the WAL position",
-                "SELECT pg_current_wal_lsn()::text",
-            )
-            .await?
-            .unwrap_or_default())
+    /// Creates the marker table (idempotent; both sides need it before the copy) and, on
+    /// the source, the job's row.
+    pub async fn prepare_marker(&self, job: Option<i64>) -> Result<(), MoveError> {
+        let mut sql = String::from(
+            "CREATE SCHEMA IF NOT EXISTS shardgate;
+             CREATE TABLE IF NOT EXISTS shardgate.move_marker (
+                 job_id bigint PRIMARY KEY,
+                 mark   bigint NOT NULL
+             );",
+        );
+        if let Some(job) = job {
+            sql.push_str(&format!(
+                "INSERT INTO shardgate.move_marker VALUES ({job}, 0) ON CONFLICT DO NOTHING;"
+            ));
+        }
+        self.batch("creating the move marker", &sql).await
     }
 
-    /// Whether the slot's subscriber has confirmed everything up to `lsn`.
-    pub async fn slot_reached(&self, slot: &str, lsn: &str) -> Result<bool, MoveError> {
+    /// Source: bumps the job's marker in a transaction of its own; returns the new mark.
+    /// Logical replication applies in commit order, so once the target shows this mark it
+    /// has applied everything that committed here before.
+    pub async fn bump_marker(&self, job: i64) -> Result<i64, MoveError> {
+        let row = self
+            .client
+            .query_one(
+                "UPDATE shardgate.move_marker SET mark = mark + 1 WHERE job_id = $1 \
+                 RETURNING mark",
+                &[&job],
+            )
+            .await
+            .map_err(self.err("bumping the move marker"))?;
+        Ok(row.get(0))
+    }
+
+    /// Target: the job's marker as applied here (0 before the copy brought it).
+    pub async fn marker(&self, job: i64) -> Result<i64, MoveError> {
         let row = self
             .client
             .query_opt(
-                "SELECT coalesce(confirmed_flush_lsn >= $2::text::pg_lsn, false) \
-                 FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot, &lsn],
+                "SELECT mark FROM shardgate.move_marker WHERE job_id = $1",
+                &[&job],
             )
             .await
-            .map_err(self.err("reading the slot's position"))?;
-        Ok(row.is_some_and(|r| r.get(0)))
+            .map_err(self.err("reading the move marker"))?;
+        Ok(row.map_or(0, |r| r.get(0)))
+    }
+
+    /// Deletes the job's marker row (after the subscription is gone).
+    pub async fn drop_marker(&self, job: i64) -> Result<(), MoveError> {
+        self.batch(
+            "deleting the move marker",
+            &format!(
+                "DO $m$ BEGIN IF to_regclass('shardgate.move_marker') IS NOT NULL THEN \
+                 DELETE FROM shardgate.move_marker WHERE job_id = {job}; END IF; END $m$"
+            ),
+        )
+        .await
     }
 
     /// Drops the subscription (and with it the slot on the source, when reachable).
