@@ -1,9 +1,11 @@
 //! Reading the catalog database: connecting, and building a [`ShardMap`] from one
-//! consistent snapshot of its tables. Changes are in [`mutate`].
+//! consistent snapshot of its tables. Changes are in [`mutate`]; long-running operations
+//! (moves) are persisted by [`jobs`].
 //!
 //! Nothing here trusts the catalog's contents: a row this build cannot read is an error
 //! that names the row, never a panic and never a silently skipped tenant.
 
+pub mod jobs;
 mod mutate;
 mod place;
 

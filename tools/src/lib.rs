@@ -4,9 +4,11 @@
 //! - [`dev`]: `shardctl dev up|down`, a whole local fleet in one command.
 //! - [`catalog_cmd`]: `shardctl init`, `shard add`, `tenant set` on the catalog database.
 //! - [`place_cmd`]: `shardctl shard list`, `place`, `tenant add`: capacity and placement.
+//! - [`move_cmd`]: `shardctl move` (online tenant move) and `shardctl jobs`.
 
 pub mod catalog_cmd;
 pub mod demo;
 pub mod dev;
+pub mod move_cmd;
 pub mod pg;
 pub mod place_cmd;

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use shardctl::catalog_cmd::{self, Format, Report};
 use shardctl::dev;
+use shardctl::move_cmd::{self, MoveRequest};
 use shardctl::place_cmd::{self, EXIT_CODES_HELP};
 use shardgate_catalog::db::{InitOptions, NewShard};
 use shardgate_catalog::{KeyType, Strategy, TenantState};
@@ -64,6 +65,50 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         preferred_shard: Option<String>,
     },
+    /// Move one tenant's rows to another shard while clients keep writing (online).
+    Move(MoveArgs),
+    /// Long-running jobs (moves): running ones, or all with --all.
+    Jobs {
+        #[command(flatten)]
+        catalog: CatalogArgs,
+        /// Finished jobs too.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["tenant", "resume", "abort"]))]
+struct MoveArgs {
+    #[command(flatten)]
+    catalog: CatalogArgs,
+    /// The tenant to move, read as the catalog's key_type.
+    #[arg(long, allow_hyphen_values = true, requires = "to")]
+    tenant: Option<String>,
+    /// Target shard name (or id).
+    #[arg(long)]
+    to: Option<String>,
+    /// Leave the tenant's rows on the source (fenced) instead of deleting them.
+    #[arg(long)]
+    keep_source: bool,
+    /// Replication lag in bytes under which the gate may shut.
+    #[arg(long, default_value_t = move_cmd::DEFAULT_MAX_LAG)]
+    max_lag: u64,
+    /// Longest the tenant's statements may be held, in ms; past it the move rolls back.
+    #[arg(long, default_value_t = move_cmd::DEFAULT_GATE_TIMEOUT.as_millis() as u64)]
+    gate_timeout: u64,
+    /// The column that holds the tenant key on the shards.
+    #[arg(long, default_value = move_cmd::DEFAULT_KEY_COLUMN)]
+    key_column: String,
+    /// Check and print the plan; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Continue job JOB from its persisted phase.
+    #[arg(long, value_name = "JOB")]
+    resume: Option<i64>,
+    /// Undo job JOB (only before its flip).
+    #[arg(long, value_name = "JOB")]
+    abort: Option<i64>,
 }
 
 /// Where the catalog is and how to print; every catalog command takes these.
@@ -318,8 +363,49 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let result = place_cmd::place(&catalog.catalog, preferred_shard.as_deref()).await;
             return Ok(place_cmd::finish(result, catalog.format));
         }
+        Command::Move(args) => move_tenant(args).await,
+        Command::Jobs { catalog, all } => {
+            print(
+                move_cmd::jobs::list(&catalog.catalog, all).await?,
+                catalog.format,
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a move, printing progress to stderr; a failure prints its E_ code and exits with
+/// the status the README documents.
+async fn move_tenant(args: MoveArgs) {
+    let sink: move_cmd::ProgressSink = std::sync::Arc::new(|p| eprintln!("{p}"));
+    let hooks = move_cmd::Hooks {
+        progress: Some(sink),
+        gate_ack: None,
+    };
+    let url = &args.catalog.catalog;
+    let result = match (args.resume, args.abort, args.tenant) {
+        (Some(job), _, _) => move_cmd::resume(url, job, &hooks).await,
+        (_, Some(job), _) => move_cmd::abort(url, job, &hooks).await,
+        (_, _, Some(tenant)) => {
+            let req = MoveRequest {
+                keep_source: args.keep_source,
+                max_lag: args.max_lag,
+                gate_timeout: std::time::Duration::from_millis(args.gate_timeout),
+                dry_run: args.dry_run,
+                key_column: args.key_column,
+                ..MoveRequest::new(tenant, args.to.unwrap_or_default())
+            };
+            move_cmd::run(url, &req, &hooks).await
+        }
+        (None, None, None) => unreachable!("clap requires one of --tenant, --resume, --abort"),
+    };
+    match result {
+        Ok(outcome) => print(outcome, args.catalog.format),
+        Err(e) => {
+            eprintln!("{}: {e}", e.code());
+            std::process::exit(e.exit_code());
+        }
+    }
 }
 
 fn print(report: impl Report, format: Format) {

@@ -1,0 +1,725 @@
+//! The move's phases. Each is idempotent, so a resumed job simply runs its phase again;
+//! everything before the flip can be rolled back with the source untouched, everything
+//! after it can only go forward (or be moved back by another move).
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use shardgate_catalog::db::{self, ShardRef, jobs as catalog_jobs, jobs::JobState};
+use shardgate_catalog::{ShardMap, ShardState, TenantKey, TenantState};
+use tokio_postgres::Client;
+
+use super::shard::{Shard, Table, object_name};
+use super::{Hooks, MoveError, MoveOutcome, MoveRequest, Moved, Phase, Plan, Progress, Spec};
+
+/// How often waits poll the shards and the catalog.
+const POLL: Duration = Duration::from_millis(20);
+/// How often progress is printed during the copy and the catch-up.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// SQLSTATE lock_not_available: the fence could not get its locks in time.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+
+/// Everything a running job works with.
+struct Ctx<'h> {
+    catalog: Client,
+    hooks: &'h Hooks,
+    spec: Spec,
+    key: TenantKey,
+    job: i64,
+    tables: Vec<Table>,
+    source: Shard,
+    target: Shard,
+}
+
+impl Ctx<'_> {
+    fn name(&self) -> String {
+        object_name(self.job)
+    }
+
+    async fn event(&self, kind: &str, detail: serde_json::Value) -> Result<(), MoveError> {
+        catalog_jobs::record_event(
+            &self.catalog,
+            self.job,
+            kind,
+            Some(&self.spec.tenant),
+            &detail.to_string(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn enter(&self, phase: Phase) -> Result<(), MoveError> {
+        catalog_jobs::set_phase(&self.catalog, self.job, phase.as_str()).await?;
+        self.hooks.emit(Progress::Phase {
+            job: self.job,
+            phase,
+        });
+        Ok(())
+    }
+}
+
+/// `shardctl move --tenant ID --to NAME [--dry-run]`.
+pub async fn run(
+    catalog_url: &str,
+    req: &MoveRequest,
+    hooks: &Hooks,
+) -> Result<MoveOutcome, MoveError> {
+    let mut catalog = db::connect(catalog_url).await?;
+    let key_type = db::load_settings(&catalog).await?.key_type;
+    let key = key_type.parse(&req.tenant)?;
+    let map = db::load_map(&mut catalog).await?;
+    let placement = map
+        .locate(&key)
+        .map_err(|e| MoveError::Invalid(e.to_string()))?;
+    if placement.state != TenantState::Active {
+        return Err(MoveError::Invalid(format!(
+            "tenant {key} is {}; another move may be running (see `shardctl jobs`)",
+            placement.state
+        )));
+    }
+    let to = db::resolve_shard(&catalog, &ShardRef::from(req.to.as_str())).await?;
+    let (from_info, to_info) = (shard_info(&map, placement.shard)?, shard_info(&map, to)?);
+    if to == placement.shard {
+        return Err(MoveError::Invalid(format!(
+            "tenant {key} already lives on {}",
+            to_info.name
+        )));
+    }
+    if to_info.state != ShardState::Active {
+        return Err(MoveError::Invalid(format!(
+            "target shard {} is {}, not active",
+            to_info.name, to_info.state
+        )));
+    }
+    let spec = Spec {
+        tenant: key.to_string(),
+        from: from_info.id,
+        from_name: from_info.name.clone(),
+        to,
+        to_name: to_info.name.clone(),
+        keep_source: req.keep_source,
+        max_lag: req.max_lag,
+        gate_timeout: req.gate_timeout,
+        key_column: req.key_column.clone(),
+    };
+    let source = Shard::connect(&from_info.name, &from_info.url).await?;
+    let target = Shard::connect(&to_info.name, &to_info.url).await?;
+    let tables = check_shards(&source, &target, &spec.key_column).await?;
+    let mut plan = Plan {
+        spec: spec.clone(),
+        tables: Vec::new(),
+        map_version: map.version(),
+    };
+    for t in &tables {
+        let on_target = target.count(t, &spec.key_column, &key).await?;
+        if on_target > 0 {
+            return Err(MoveError::Invalid(format!(
+                "target {} already holds {on_target} rows of tenant {key} in {}; \
+                 delete them first (a move never merges)",
+                target.name,
+                t.display_name()
+            )));
+        }
+        let rows = source.count(t, &spec.key_column, &key).await?;
+        plan.tables.push((t.display_name(), rows));
+    }
+    if req.dry_run {
+        return Ok(MoveOutcome::Planned(plan));
+    }
+    let job = catalog_jobs::create_job(
+        &mut catalog,
+        "move",
+        &spec.tenant,
+        &spec.to_json().to_string(),
+        Phase::Copy.as_str(),
+    )
+    .await?;
+    let ctx = Ctx {
+        catalog,
+        hooks,
+        spec,
+        key,
+        job,
+        tables,
+        source,
+        target,
+    };
+    drive(ctx, Phase::Copy, plan).await
+}
+
+/// `shardctl move --resume JOB`: continues a job from its persisted phase.
+pub async fn resume(catalog_url: &str, job: i64, hooks: &Hooks) -> Result<MoveOutcome, MoveError> {
+    let (ctx, phase) = reopen(catalog_url, job, hooks).await?;
+    if ctx_state_blocks_resume(&ctx, phase).await? {
+        return Err(MoveError::Invalid(format!(
+            "job {job} is not resumable (see `shardctl jobs --all`)"
+        )));
+    }
+    // The gate's deadline does not survive a restart: a job stopped anywhere between the
+    // gate and the flip goes through the whole gate again (each step is idempotent).
+    let mut from = match phase {
+        Phase::Plan => Phase::Copy,
+        Phase::FinalCatchUp | Phase::Verify => Phase::Gate,
+        p => p,
+    };
+    if from == Phase::Flip {
+        from = match flipped_already(&ctx).await? {
+            true => Phase::Cleanup,
+            false => Phase::Gate,
+        };
+    }
+    let plan = Plan {
+        spec: ctx.spec.clone(),
+        tables: ctx.tables.iter().map(|t| (t.display_name(), 0)).collect(),
+        map_version: 0,
+    };
+    drive(ctx, from, plan).await
+}
+
+/// A job may be resumed while running, or after a failure in cleanup (post-flip).
+async fn ctx_state_blocks_resume(ctx: &Ctx<'_>, phase: Phase) -> Result<bool, MoveError> {
+    let job = catalog_jobs::get_job(&ctx.catalog, ctx.job).await?;
+    Ok(match job.state {
+        JobState::Running => false,
+        JobState::Failed => !phase.flipped() || phase == Phase::Done,
+        JobState::Done | JobState::Aborted => true,
+    })
+}
+
+/// `shardctl move --abort JOB`: before the flip, undoes everything; after it, refuses.
+pub async fn abort(catalog_url: &str, job: i64, hooks: &Hooks) -> Result<MoveOutcome, MoveError> {
+    let (mut ctx, phase) = reopen(catalog_url, job, hooks).await?;
+    let state = catalog_jobs::get_job(&ctx.catalog, job).await?.state;
+    if phase.flipped() || (phase == Phase::Flip && flipped_already(&ctx).await?) {
+        return Err(MoveError::Invalid(format!(
+            "job {job} has flipped: tenant {} lives on {} now; to undo, move it back with \
+             `shardctl move --tenant {} --to {}`",
+            ctx.spec.tenant, ctx.spec.to_name, ctx.spec.tenant, ctx.spec.from_name
+        )));
+    }
+    if matches!(state, JobState::Done | JobState::Aborted) {
+        return Err(MoveError::Invalid(format!("job {job} is already {state}")));
+    }
+    let problems = rollback(&mut ctx).await;
+    if let Some(p) = problems.first() {
+        return Err(MoveError::Invalid(format!(
+            "aborting job {job} left work undone ({p}); run --abort {job} again"
+        )));
+    }
+    catalog_jobs::finish_job(&ctx.catalog, job, JobState::Aborted, None).await?;
+    ctx.event("move_aborted", json!({})).await?;
+    Ok(MoveOutcome::Aborted {
+        job,
+        tenant: ctx.spec.tenant,
+    })
+}
+
+/// A job's context rebuilt from its persisted spec.
+async fn reopen<'h>(
+    catalog_url: &str,
+    job: i64,
+    hooks: &'h Hooks,
+) -> Result<(Ctx<'h>, Phase), MoveError> {
+    let mut catalog = db::connect(catalog_url).await?;
+    let row = catalog_jobs::get_job(&catalog, job).await?;
+    if row.kind != "move" {
+        return Err(MoveError::Invalid(format!("job {job} is a {}", row.kind)));
+    }
+    let spec = Spec::from_json(&row.spec)?;
+    let phase: Phase = row.phase.parse().map_err(MoveError::Invalid)?;
+    let key = db::load_settings(&catalog)
+        .await?
+        .key_type
+        .parse(&spec.tenant)?;
+    let map = db::load_map(&mut catalog).await?;
+    let (from, to) = (shard_info(&map, spec.from)?, shard_info(&map, spec.to)?);
+    let source = Shard::connect(&from.name, &from.url).await?;
+    let target = Shard::connect(&to.name, &to.url).await?;
+    let tables = source.sharded_tables(&spec.key_column).await?;
+    let ctx = Ctx {
+        catalog,
+        hooks,
+        spec,
+        key,
+        job,
+        tables,
+        source,
+        target,
+    };
+    Ok((ctx, phase))
+}
+
+fn shard_info(map: &ShardMap, id: u32) -> Result<shardgate_catalog::ShardInfo, MoveError> {
+    map.shard(id)
+        .cloned()
+        .ok_or_else(|| MoveError::Invalid(format!("no shard id {id} in the catalog")))
+}
+
+/// The plan's checks on the shards: logical WAL on the source, and every sharded table with
+/// a primary key and the same columns on both sides.
+async fn check_shards(
+    source: &Shard,
+    target: &Shard,
+    key_column: &str,
+) -> Result<Vec<Table>, MoveError> {
+    let level = source.wal_level().await?;
+    if level != "logical" {
+        return Err(MoveError::WalLevel {
+            shard: source.name.clone(),
+            level,
+        });
+    }
+    let tables = source.sharded_tables(key_column).await?;
+    if tables.is_empty() {
+        return Err(MoveError::SchemaMismatch(format!(
+            "shard {} has no table with column {key_column}; nothing to move",
+            source.name
+        )));
+    }
+    for t in &tables {
+        if !t.has_primary_key {
+            return Err(MoveError::SchemaMismatch(format!(
+                "{} on {} has no primary key (logical replication needs one)",
+                t.display_name(),
+                source.name
+            )));
+        }
+        match target.table(&t.schema, &t.name).await? {
+            None => {
+                return Err(MoveError::SchemaMismatch(format!(
+                    "{} exists on {} but not on {}; create it there first",
+                    t.display_name(),
+                    source.name,
+                    target.name
+                )));
+            }
+            Some(other) if other.columns != t.columns => {
+                return Err(MoveError::SchemaMismatch(format!(
+                    "{} differs: {} has columns {:?}, {} has {:?}",
+                    t.display_name(),
+                    source.name,
+                    t.columns,
+                    target.name,
+                    other.columns
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(tables)
+}
+
+/// Runs the phases from `from` to the end. A failure before the flip rolls everything back
+/// and fails the job; after the flip the job fails in cleanup and can be resumed.
+async fn drive(mut ctx: Ctx<'_>, from: Phase, plan: Plan) -> Result<MoveOutcome, MoveError> {
+    let result = phases(&mut ctx, from).await;
+    match result {
+        Ok((gate_hold, deleted)) => {
+            catalog_jobs::finish_job(&ctx.catalog, ctx.job, JobState::Done, None).await?;
+            ctx.enter(Phase::Done).await?;
+            Ok(MoveOutcome::Moved(Moved {
+                job: ctx.job,
+                plan,
+                gate_hold,
+                deleted,
+            }))
+        }
+        Err((phase, e)) => {
+            let message = format!("{}: {e}", e.code());
+            if !phase.flipped() {
+                let problems = rollback(&mut ctx).await;
+                let reason = match problems.is_empty() {
+                    true => message.clone(),
+                    false => format!("{message}; rollback incomplete: {}", problems.join("; ")),
+                };
+                ctx.hooks.emit(Progress::RolledBack {
+                    job: ctx.job,
+                    reason: reason.clone(),
+                });
+                let _ = ctx
+                    .event("move_rolled_back", json!({ "error": reason }))
+                    .await;
+            }
+            let _ =
+                catalog_jobs::finish_job(&ctx.catalog, ctx.job, JobState::Failed, Some(&message))
+                    .await;
+            Err(e)
+        }
+    }
+}
+
+/// The phases themselves; the error comes with the phase it happened in.
+async fn phases(ctx: &mut Ctx<'_>, from: Phase) -> Result<(Duration, u64), (Phase, MoveError)> {
+    let mut gate_hold = Duration::ZERO;
+    if from <= Phase::Copy {
+        copy(ctx).await.map_err(|e| (Phase::Copy, e))?;
+    }
+    if from <= Phase::CatchUp {
+        catch_up(ctx).await.map_err(|e| (Phase::CatchUp, e))?;
+    }
+    if from <= Phase::Flip {
+        gate_hold = gate_to_flip(ctx).await?;
+    }
+    let deleted = cleanup(ctx).await.map_err(|e| (Phase::Cleanup, e))?;
+    Ok((gate_hold, deleted))
+}
+
+/// Phase 2: the publication on the source, the subscription on the target, and the wait
+/// until every table's initial copy is done.
+async fn copy(ctx: &mut Ctx<'_>) -> Result<(), MoveError> {
+    ctx.enter(Phase::Copy).await?;
+    let name = ctx.name();
+    ctx.source.prepare_marker(Some(ctx.job)).await?;
+    ctx.target.prepare_marker(None).await?;
+    ctx.source
+        .create_publication(&name, ctx.job, &ctx.tables, &ctx.spec.key_column, &ctx.key)
+        .await?;
+    ctx.target
+        .create_subscription(&name, &ctx.source.url)
+        .await?;
+    ctx.event("move_copy_started", json!({ "publication": name }))
+        .await?;
+    let mut last = Instant::now();
+    loop {
+        let (ready, total) = ctx.target.sync_state(&name).await?;
+        // The tenant's tables and the marker.
+        let done = total == ctx.tables.len() as i64 + 1 && ready == total;
+        if done || last.elapsed() >= PROGRESS_EVERY {
+            let mut rows = 0;
+            for t in &ctx.tables {
+                rows += ctx.target.count(t, &ctx.spec.key_column, &ctx.key).await?;
+            }
+            ctx.hooks.emit(Progress::Copied {
+                rows,
+                tables_ready: ready,
+                tables: ctx.tables.len() as i64,
+            });
+            last = Instant::now();
+        }
+        if done {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Phase 3: waits until the subscriber is within `max_lag` bytes of the source.
+async fn catch_up(ctx: &mut Ctx<'_>) -> Result<(), MoveError> {
+    ctx.enter(Phase::CatchUp).await?;
+    let name = ctx.name();
+    let mut last = Instant::now();
+    loop {
+        let lag = ctx.source.slot_lag(&name).await?;
+        let close = lag.is_some_and(|l| l <= ctx.spec.max_lag as i64);
+        if close || last.elapsed() >= PROGRESS_EVERY {
+            ctx.hooks.emit(Progress::Lag {
+                bytes: lag.unwrap_or(-1),
+            });
+            last = Instant::now();
+        }
+        if close {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Phases 4 to 7 under one deadline: the tenant's clients are held from the gate to the
+/// flip, so all of it must fit in the gate timeout or be undone.
+async fn gate_to_flip(ctx: &mut Ctx<'_>) -> Result<Duration, (Phase, MoveError)> {
+    let at = |phase: Phase| move |e: MoveError| (phase, e);
+    ctx.enter(Phase::Gate).await.map_err(at(Phase::Gate))?;
+    // The fence's table and function need no locks: made before the clock starts.
+    ctx.source.prepare_fence().await.map_err(at(Phase::Gate))?;
+    let version = db::set_tenant(
+        &mut ctx.catalog,
+        &ctx.key,
+        &ShardRef::Id(ctx.spec.from),
+        TenantState::Gated,
+    )
+    .await
+    .map_err(|e| (Phase::Gate, e.into()))?;
+    let started = Instant::now();
+    // Where the hold time goes, step by step (ms), for the flip's event.
+    let mut steps: Vec<(&str, u64)> = Vec::new();
+    let mut lap = Instant::now();
+    let mut mark = |what: &'static str| {
+        steps.push((what, lap.elapsed().as_millis() as u64));
+        lap = Instant::now();
+    };
+    let deadline = started + ctx.spec.gate_timeout;
+    let timeout = |what: &str| {
+        MoveError::GateTimeout(format!(
+            "{what} within the gate timeout ({} ms); un-gated, the source is untouched",
+            ctx.spec.gate_timeout.as_millis()
+        ))
+    };
+    if !wait_acknowledged(ctx, version, deadline)
+        .await
+        .map_err(at(Phase::Gate))?
+    {
+        return Err((
+            Phase::Gate,
+            timeout("the proxies did not acknowledge the gate"),
+        ));
+    }
+    mark("acknowledged");
+    let wait = deadline.saturating_duration_since(Instant::now());
+    let (key_column, tenant, job) = (
+        ctx.spec.key_column.clone(),
+        ctx.spec.tenant.clone(),
+        ctx.job,
+    );
+    if let Err(e) = ctx
+        .source
+        .install_fence(&ctx.tables, &key_column, &tenant, job, wait)
+        .await
+    {
+        return Err(match e.sqlstate() {
+            Some(LOCK_NOT_AVAILABLE) => {
+                (Phase::Gate, timeout("writers on the source did not finish"))
+            }
+            _ => (Phase::Gate, e),
+        });
+    }
+    // A fence left on the target by an earlier move away from it would reject the
+    // tenant's writes there after the flip.
+    ctx.target
+        .remove_fence(&tenant)
+        .await
+        .map_err(at(Phase::Gate))?;
+
+    mark("fenced");
+    ctx.enter(Phase::FinalCatchUp)
+        .await
+        .map_err(at(Phase::FinalCatchUp))?;
+    let mark_sent = ctx
+        .source
+        .bump_marker(ctx.job)
+        .await
+        .map_err(at(Phase::FinalCatchUp))?;
+    loop {
+        let applied = ctx
+            .target
+            .marker(ctx.job)
+            .await
+            .map_err(at(Phase::FinalCatchUp))?;
+        if applied >= mark_sent {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err((
+                Phase::FinalCatchUp,
+                timeout("the target did not apply the source's last writes"),
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    mark("caught_up");
+    ctx.enter(Phase::Verify).await.map_err(at(Phase::Verify))?;
+    verify(ctx).await.map_err(at(Phase::Verify))?;
+    if Instant::now() >= deadline {
+        return Err((Phase::Verify, timeout("the verification did not finish")));
+    }
+
+    mark("verified");
+    ctx.enter(Phase::Flip).await.map_err(at(Phase::Flip))?;
+    let flipped = db::set_tenant(
+        &mut ctx.catalog,
+        &ctx.key,
+        &ShardRef::Id(ctx.spec.to),
+        TenantState::Active,
+    )
+    .await
+    .map_err(|e| (Phase::Flip, e.into()))?;
+    let hold = started.elapsed();
+    mark("flipped");
+    let steps: serde_json::Map<String, serde_json::Value> = steps
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
+    tracing::info!(?steps, "gate hold by step (ms)");
+    ctx.hooks.emit(Progress::GateHeld(hold));
+    // Persisted at once: from here on the job can no longer be rolled back.
+    catalog_jobs::set_phase(&ctx.catalog, ctx.job, Phase::Cleanup.as_str())
+        .await
+        .map_err(|e| (Phase::Cleanup, e.into()))?;
+    ctx.event(
+        "move_flipped",
+        json!({
+            "map_version": flipped,
+            "gate_hold_ms": hold.as_millis() as u64,
+            "steps_ms": steps,
+        }),
+    )
+    .await
+    .map_err(at(Phase::Cleanup))?;
+    Ok(hold)
+}
+
+/// Waits until every live proxy routes on `version` (or later) with no transaction of the
+/// tenant open, and the caller's own check agrees; false at the deadline.
+async fn wait_acknowledged(
+    ctx: &Ctx<'_>,
+    version: u64,
+    deadline: Instant,
+) -> Result<bool, MoveError> {
+    loop {
+        let pending =
+            catalog_jobs::proxies_not_acknowledging(&ctx.catalog, &ctx.spec.tenant, version)
+                .await?;
+        let extra = match &ctx.hooks.gate_ack {
+            Some(ack) => ack(version).await,
+            None => true,
+        };
+        if pending.is_empty() && extra {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            let names: Vec<_> = pending.iter().map(|p| p.proxy_id.as_str()).collect();
+            tracing::warn!(proxies = ?names, "gate not acknowledged");
+            return Ok(false);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Phase 6: per table, count and checksum of the tenant's rows on both sides.
+async fn verify(ctx: &Ctx<'_>) -> Result<(), MoveError> {
+    for t in &ctx.tables {
+        let src = ctx
+            .source
+            .checksum(t, &ctx.spec.key_column, &ctx.key)
+            .await?;
+        let dst = ctx
+            .target
+            .checksum(t, &ctx.spec.key_column, &ctx.key)
+            .await?;
+        if src != dst {
+            return Err(MoveError::VerifyMismatch(format!(
+                "{}: the source has {} rows (checksum {}), the target {} rows (checksum {}); \
+                 rolled back, the source is untouched",
+                t.display_name(),
+                src.0,
+                src.1,
+                dst.0,
+                dst.1
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the catalog already places the tenant on the target, active.
+async fn flipped_already(ctx: &Ctx<'_>) -> Result<bool, MoveError> {
+    let row = ctx
+        .catalog
+        .query_opt(
+            "SELECT shard_id, state FROM shardgate.tenants WHERE tenant_id = $1",
+            &[&ctx.spec.tenant],
+        )
+        .await
+        .map_err(|e| MoveError::Invalid(format!("reading the tenant row: {e}")))?;
+    Ok(row.is_some_and(|r| {
+        r.get::<_, i32>(0) as u32 == ctx.spec.to && r.get::<_, String>(1) == "active"
+    }))
+}
+
+/// Phase 8: subscription, publication and slot gone; the source's rows deleted (unless
+/// kept). The fence row stays: a stale proxy's write must keep failing loudly.
+async fn cleanup(ctx: &mut Ctx<'_>) -> Result<u64, MoveError> {
+    ctx.enter(Phase::Cleanup).await?;
+    let name = ctx.name();
+    ctx.target.drop_subscription(&name).await?;
+    ctx.source.drop_publication_and_slot(&name).await?;
+    ctx.source.drop_marker(ctx.job).await?;
+    ctx.target.drop_marker(ctx.job).await?;
+    let mut deleted = 0;
+    if !ctx.spec.keep_source {
+        for t in &ctx.tables {
+            let n = ctx
+                .source
+                .delete_rows(t, &ctx.spec.key_column, &ctx.key)
+                .await?;
+            ctx.hooks.emit(Progress::Deleted {
+                table: t.display_name(),
+                rows: n,
+            });
+            deleted += n;
+        }
+    }
+    for shard in [&ctx.source, &ctx.target] {
+        let left: Vec<_> = shard
+            .move_objects()
+            .await?
+            .into_iter()
+            .filter(|o| o.ends_with(&format!(" {name}")))
+            .collect();
+        if !left.is_empty() {
+            return Err(MoveError::PostFlipInconsistent(format!(
+                "shard {} still has {}; drop them by hand or run --resume {}",
+                shard.name,
+                left.join(", "),
+                ctx.job
+            )));
+        }
+    }
+    ctx.event(
+        "move_done",
+        json!({ "deleted": deleted, "keep_source": ctx.spec.keep_source }),
+    )
+    .await?;
+    Ok(deleted)
+}
+
+/// Undoes a move before its flip: the fence row off the source, the tenant un-gated on the
+/// source, subscription, publication and slot dropped, and the copied rows deleted from the
+/// target. Returns what could not be done (each step is tried regardless).
+async fn rollback(ctx: &mut Ctx<'_>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let name = ctx.name();
+    let mut note = |what: &str, r: Result<(), MoveError>| {
+        if let Err(e) = r {
+            problems.push(format!("{what}: {e}"));
+        }
+    };
+    // Fence first, un-gate second: the other order lets released writes hit the fence.
+    note(
+        "removing the fence",
+        ctx.source.remove_fence(&ctx.spec.tenant).await,
+    );
+    let ungate = async {
+        let map = db::load_map(&mut ctx.catalog).await?;
+        let placed = map.locate(&ctx.key).ok();
+        if placed.is_some_and(|p| p.shard == ctx.spec.from && p.state == TenantState::Gated) {
+            db::set_tenant(
+                &mut ctx.catalog,
+                &ctx.key,
+                &ShardRef::Id(ctx.spec.from),
+                TenantState::Active,
+            )
+            .await?;
+        }
+        Ok::<(), MoveError>(())
+    };
+    note("un-gating", ungate.await);
+    note(
+        "dropping the subscription",
+        ctx.target.drop_subscription(&name).await,
+    );
+    note(
+        "dropping the publication",
+        ctx.source.drop_publication_and_slot(&name).await,
+    );
+    note("deleting the marker", ctx.source.drop_marker(ctx.job).await);
+    note("deleting the marker", ctx.target.drop_marker(ctx.job).await);
+    for t in &ctx.tables {
+        let r = ctx
+            .target
+            .delete_rows(t, &ctx.spec.key_column, &ctx.key)
+            .await
+            .map(|_| ());
+        note("deleting the copy", r);
+    }
+    problems
+}
