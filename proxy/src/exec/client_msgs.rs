@@ -243,7 +243,7 @@ impl Session<'_> {
                 }
                 let (decision, kind) = self.route_query(sql);
                 if let Some(kind) = kind
-                    && self.txn_control_locally(kind, &String::from_utf8_lossy(sql))
+                    && self.txn_control_locally(kind, sql)
                 {
                     return Ok(Plan::Done);
                 }

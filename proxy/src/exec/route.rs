@@ -146,10 +146,19 @@ impl Session<'_> {
         };
         // A SET of the tenant setting earlier in the same string counts for the statements
         // after it (statements and their texts line up: both leave out empty ones).
-        let parts: Vec<&[u8]> = split_statements(sql)
-            .filter(|p| p.iter().any(|b| !b.is_ascii_whitespace()))
-            .collect();
-        let aligned = parts.len() == classified.statements.len();
+        // (Split only when there is a SET to read: most strings have none.)
+        let has_set = classified
+            .statements
+            .iter()
+            .any(|s| s.template.kind == StatementKind::Set);
+        let parts: Vec<&[u8]> = if has_set {
+            split_statements(sql)
+                .filter(|p| p.iter().any(|b| !b.is_ascii_whitespace()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let aligned = has_set && parts.len() == classified.statements.len();
         let mut acc = Decision::Go(Target::Any);
         // A BEGIN earlier in the string opens the transaction the later statements run in.
         let mut begun = false;

@@ -27,13 +27,13 @@ impl Session<'_> {
     /// Answers transaction control the proxy can answer alone: BEGIN outside a
     /// transaction, and COMMIT/ROLLBACK of one not begun on a server yet. `sql` must hold
     /// exactly one statement of `kind`.
-    pub(super) fn txn_control_locally(&mut self, kind: StatementKind, sql: &str) -> bool {
+    pub(super) fn txn_control_locally(&mut self, kind: StatementKind, sql: &[u8]) -> bool {
         if self.server.is_some() {
             return false;
         }
         let tag = match kind {
             StatementKind::Begin if !self.in_transaction() => {
-                self.pending.begin = Some(sql.to_owned());
+                self.pending.begin = Some(String::from_utf8_lossy(sql).into_owned());
                 self.pending.failed = false;
                 self.session.txn_status = b'T';
                 "BEGIN"
