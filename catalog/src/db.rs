@@ -17,7 +17,7 @@ use tokio_postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row};
 
 pub use mutate::{
     AddedShard, NOTIFY_CHANNEL, NewShard, ShardRef, add_shard, bump_version, remove_tenant,
-    resolve_shard, set_shard_state, set_tenant,
+    resolve_shard, set_copy_on, set_shard_state, set_tenant,
 };
 pub use place::{
     AddedTenant, FleetLoad, PlaceError, SAFETY_FACTOR, ShardChoice, ShardLoad, add_tenant, choose,
@@ -108,24 +108,27 @@ pub async fn load_map(client: &mut Client) -> Result<ShardMap, CatalogError> {
         .iter()
         .map(|r| Ok((ring_from_db(col(r, 0, "ring")?), shard_id(r, 1, "ring")?)))
         .collect::<Result<Vec<_>, CatalogError>>()?;
-    let tenants = tx
+    let rows = tx
         .query(
-            "SELECT tenant_id, shard_id, state FROM shardgate.tenants",
+            "SELECT tenant_id, shard_id, state, copy_on FROM shardgate.tenants",
             &[],
         )
         .await
-        .map_err(q("reading tenants"))?
+        .map_err(q("reading tenants"))?;
+    let tenants = rows
         .iter()
         .map(|r| tenant_row(r, &settings))
         .collect::<Result<HashMap<_, _>, CatalogError>>()?;
+    let mut copies = Vec::new();
+    for r in &rows {
+        let copy_on: Option<i32> = col(r, 3, "tenants")?;
+        if let Some(shard) = copy_on {
+            let (key, _) = tenant_row(r, &settings)?;
+            copies.push((key, shard as ShardId));
+        }
+    }
     tx.commit().await.map_err(q("ending the snapshot"))?;
-    Ok(ShardMap::new(
-        version,
-        settings.strategy,
-        shards,
-        ring,
-        tenants,
-    )?)
+    Ok(ShardMap::new(version, settings.strategy, shards, ring, tenants)?.with_copies(copies))
 }
 
 /// Every shard with all its columns, by id.

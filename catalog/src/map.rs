@@ -119,6 +119,9 @@ pub struct ShardMap {
     /// (position, shard), sorted by position.
     ring: Vec<(u64, ShardId)>,
     tenants: HashMap<TenantKey, (ShardId, TenantState)>,
+    /// Tenants whose rows also lie on a shard that is not their home (a move's copy):
+    /// fan-out reads leave them out there.
+    copies: HashMap<ShardId, Vec<TenantKey>>,
 }
 
 impl ShardMap {
@@ -159,7 +162,25 @@ impl ShardMap {
             shards,
             ring,
             tenants,
+            copies: HashMap::new(),
         })
+    }
+
+    /// The same map, knowing which shards hold copies of tenants that live elsewhere.
+    pub fn with_copies(mut self, copies: impl IntoIterator<Item = (TenantKey, ShardId)>) -> Self {
+        self.copies.clear();
+        for (key, shard) in copies {
+            self.copies.entry(shard).or_default().push(key);
+        }
+        for keys in self.copies.values_mut() {
+            keys.sort();
+        }
+        self
+    }
+
+    /// Tenants with a copy of their rows on `shard` that is not their home.
+    pub fn copies_on(&self, shard: ShardId) -> &[TenantKey] {
+        self.copies.get(&shard).map_or(&[], Vec::as_slice)
     }
 
     /// The map of a proxy without a catalog: the configured `[[shards]]`, all active, no

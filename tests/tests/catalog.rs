@@ -131,7 +131,7 @@ async fn migrate_is_idempotent_and_concurrent_inits_are_safe() {
         .collect();
     let workers: Vec<_> = reports.iter().filter(|r| !r.applied.is_empty()).collect();
     assert_eq!(workers.len(), 1, "{reports:?}");
-    assert_eq!(workers[0].applied, ["0001_init"]);
+    assert_eq!(workers[0].applied, ["0001_init", "0002_copy_on"]);
     assert_eq!(workers[0].from_version, 0);
     assert_eq!(
         reports
@@ -144,13 +144,16 @@ async fn migrate_is_idempotent_and_concurrent_inits_are_safe() {
     // A plain re-run changes nothing and keeps the stored settings.
     let again = db::migrate(&mut c, InitOptions::default()).await.unwrap();
     assert!(again.applied.is_empty() && again.settings_written.is_empty());
-    assert_eq!(again.from_version, 1);
+    assert_eq!(
+        again.from_version,
+        shardgate_catalog::schema::SCHEMA_VERSION
+    );
     assert_eq!(again.settings.strategy, Strategy::Directory);
     assert_eq!(again.settings.key_type, KeyType::Text);
     assert_eq!(again.settings.vnodes_per_shard, 32);
     assert_eq!(
         count(&c, "select count(*) from shardgate.schema_migrations").await,
-        1
+        shardgate_catalog::schema::MIGRATIONS.len() as i64
     );
     assert_eq!(
         count(&c, "select count(*) from shardgate.settings").await,
@@ -191,7 +194,11 @@ async fn migrate_is_idempotent_and_concurrent_inits_are_safe() {
         .await
         .unwrap();
     let text = init.render(Format::Text);
-    assert!(text.contains("already at schema version 1"), "{text}");
+    let current = shardgate_catalog::schema::SCHEMA_VERSION;
+    assert!(
+        text.contains(&format!("already at schema version {current}")),
+        "{text}"
+    );
     assert!(
         !text.contains(shardctl_password(&url)),
         "password leaked: {text}"

@@ -423,3 +423,92 @@ async fn the_heartbeat_reports_the_map_version_and_open_transactions_of_gated_te
     assert_eq!(fleet.shard_holding(t, 3).await, Some(home));
     set_state(&fleet, t, home, TenantState::Active).await;
 }
+
+#[tokio::test]
+async fn a_copy_of_a_tenant_on_a_shard_that_is_not_its_home_is_left_out_of_fan_outs() {
+    let fleet = Fleet::start(200).await;
+    let c = client(&fleet.proxy).await;
+    for t in 1..=8i64 {
+        for id in 0..5 {
+            insert(&c, t, id).await;
+        }
+    }
+    let t = 3i64;
+    let home = fleet.shard_holding(t, 0).await.unwrap();
+    let other = (home + 1) % 4;
+    // What a move's copy looks like: the tenant's rows on a second shard.
+    fleet
+        .fx
+        .connect_shard(other)
+        .await
+        .batch_execute(&format!(
+            "insert into orders select tenant_id, id, note || ' (copy)' from \
+             (values ({t}::bigint, 0::bigint, 'x'), ({t}, 1, 'x'), ({t}, 2, 'x'), ({t}, 3, 'x'), \
+                     ({t}, 4, 'x')) v(tenant_id, id, note)"
+        ))
+        .await
+        .unwrap();
+    let count = |sql: &'static str| {
+        let c = &c;
+        async move { c.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) }
+    };
+    assert_eq!(
+        count("select count(*) from orders").await,
+        45,
+        "counted twice"
+    );
+
+    let mut cat = fleet.catalog_client().await;
+    db::set_tenant(
+        &mut cat,
+        &TenantKey::Int(t),
+        &ShardRef::Id(home as u32),
+        TenantState::Active,
+    )
+    .await
+    .unwrap();
+    db::set_copy_on(
+        &mut cat,
+        &TenantKey::Int(t),
+        Some(&ShardRef::Id(other as u32)),
+    )
+    .await
+    .unwrap();
+    let fixed = wait_until(Duration::from_secs(5), || async {
+        count("select count(*) from orders").await == 40
+    })
+    .await;
+    assert!(fixed, "the copy is still counted");
+    // Every shape of fan-out leaves it out; the tenant's own reads go home.
+    let notes: Vec<String> = c
+        .query(
+            "select note from orders where tenant_id in ($1, 4) order by id",
+            &[&t],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(notes.iter().all(|n| !n.contains("copy")), "{notes:?}");
+    assert_eq!(
+        count("select count(*) from orders o where o.note like '%copy%'").await,
+        0
+    );
+    assert_eq!(
+        c.query(&format!("select id from orders where tenant_id = {t}"), &[])
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    // Cleared: counted again (the copy is still there).
+    db::set_copy_on(&mut cat, &TenantKey::Int(t), None)
+        .await
+        .unwrap();
+    let back = wait_until(Duration::from_secs(5), || async {
+        count("select count(*) from orders").await == 45
+    })
+    .await;
+    assert!(back);
+}

@@ -257,10 +257,14 @@ pub async fn set_tenant(
     let id_text = key_text(key, load_settings(&tx).await?.key_type)?;
     let shard_id = resolve_shard(&tx, shard).await? as i32;
     tx.execute(
-        "INSERT INTO shardgate.tenants (tenant_id, shard_id, state, updated_at) \
+        // A tenant placed on the shard that held its copy leaves the copy on its old
+        // home (a move's flip: the source keeps the rows until cleanup).
+        "INSERT INTO shardgate.tenants AS t (tenant_id, shard_id, state, updated_at) \
          VALUES ($1, $2, $3, now()) \
          ON CONFLICT (tenant_id) DO UPDATE \
-         SET shard_id = excluded.shard_id, state = excluded.state, updated_at = now()",
+         SET shard_id = excluded.shard_id, state = excluded.state, updated_at = now(), \
+             copy_on = CASE WHEN t.copy_on = excluded.shard_id THEN t.shard_id \
+                            ELSE t.copy_on END",
         &[&id_text, &shard_id, &state.as_str()],
     )
     .await
@@ -268,6 +272,43 @@ pub async fn set_tenant(
     let detail = format!("tenant {id_text} -> shard id {shard_id}, {state}");
     event(&tx, "tenant_set", Some(&id_text), &detail, version).await?;
     tx.commit().await.map_err(q("committing set_tenant"))?;
+    Ok(version)
+}
+
+/// Records (or with `None` clears) a shard that holds a copy of `key`'s rows without
+/// being its home: fan-out reads leave the tenant out there. The tenant must have a row.
+pub async fn set_copy_on(
+    client: &mut Client,
+    key: &TenantKey,
+    shard: Option<&ShardRef>,
+) -> Result<u64, CatalogError> {
+    let q = CatalogError::query;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(q("starting set_copy_on"))?;
+    let version = bump_version(&tx).await?;
+    let id_text = key_text(key, load_settings(&tx).await?.key_type)?;
+    let shard_id = match shard {
+        Some(s) => Some(resolve_shard(&tx, s).await? as i32),
+        None => None,
+    };
+    let n = tx
+        .execute(
+            "UPDATE shardgate.tenants SET copy_on = $2, updated_at = now() WHERE tenant_id = $1",
+            &[&id_text, &shard_id],
+        )
+        .await
+        .map_err(q("writing copy_on"))?;
+    if n == 0 {
+        return Err(CatalogError::UnknownTenant(id_text));
+    }
+    let detail = match shard_id {
+        Some(s) => format!("tenant {id_text}: a copy on shard id {s}"),
+        None => format!("tenant {id_text}: no copy elsewhere"),
+    };
+    event(&tx, "tenant_copy", Some(&id_text), &detail, version).await?;
+    tx.commit().await.map_err(q("committing set_copy_on"))?;
     Ok(version)
 }
 

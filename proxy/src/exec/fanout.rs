@@ -50,23 +50,38 @@ enum ShardEvent {
     Failed(BackendError),
 }
 
-/// What every shard is sent.
+/// What every shard is sent (its SQL may differ per shard: see `start_run`).
 #[derive(Clone)]
 pub(super) enum Request {
     Simple(String),
-    Extended { parse_tail: Bytes, bind_tail: Bytes },
+    Extended {
+        sql: String,
+        /// The Parse body after the query text: its NUL and the parameter types.
+        param_tail: Bytes,
+        bind_tail: Bytes,
+    },
 }
 
 impl Request {
-    fn encode(&self) -> Bytes {
+    fn sql(&self) -> &str {
+        match self {
+            Request::Simple(sql) | Request::Extended { sql, .. } => sql,
+        }
+    }
+
+    /// The messages for one shard, with `sql` in place of the planned text.
+    fn encode(&self, sql: &str) -> Bytes {
         let mut out = BytesMut::new();
         match self {
-            Request::Simple(sql) => wire::encode_query(&mut out, sql),
+            Request::Simple(_) => wire::encode_query(&mut out, sql),
             Request::Extended {
-                parse_tail,
+                param_tail,
                 bind_tail,
+                ..
             } => {
-                wire::encode_parse(&mut out, b"", parse_tail);
+                let mut parse_tail = sql.as_bytes().to_vec();
+                parse_tail.extend_from_slice(param_tail);
+                wire::encode_parse(&mut out, b"", &parse_tail);
                 wire::encode_bind(&mut out, b"", b"", bind_tail);
                 wire::encode_describe(&mut out, b'P', b"");
                 wire::encode_execute(&mut out, b"", 0);
@@ -130,7 +145,7 @@ fn sg004(message: String) -> PgError {
 }
 
 impl Session<'_> {
-    fn plan_fanout(&self, sql: &str) -> Result<MergePlan, PgError> {
+    fn with_plan_context<R>(&self, f: impl FnOnce(&PlanContext) -> R) -> R {
         let routing = &self.ctx.routing;
         let is_sharded = |t: &str| {
             routing.tables.contains(&crate::classify::TableRef {
@@ -138,11 +153,15 @@ impl Session<'_> {
                 name: t.to_ascii_lowercase(),
             })
         };
-        let ctx = PlanContext {
+        f(&PlanContext {
             key_column: &routing.key_column,
             is_sharded: &is_sharded,
-        };
-        plan::plan(sql, &ctx).map_err(|u| sg004(u.to_string()))
+        })
+    }
+
+    fn plan_fanout(&self, sql: &str) -> Result<MergePlan, PgError> {
+        self.with_plan_context(|ctx| plan::plan(sql, ctx))
+            .map_err(|u| sg004(u.to_string()))
     }
 
     /// A simple-protocol read for several shards, answered in full (ReadyForQuery too).
@@ -208,8 +227,8 @@ impl Session<'_> {
                 .map_err(|e| PgError::error("08P01", e.to_string()))?;
             let limit = bound(plan.limit, &params)?;
             let offset = bound(plan.offset, &params)?.unwrap_or(0);
-            let mut parse_tail = plan.shard_sql.as_bytes().to_vec();
-            parse_tail.extend_from_slice(&stmt.parse_tail[sql_end..]);
+            let param_tail = Bytes::copy_from_slice(&stmt.parse_tail[sql_end..]);
+            let shard_sql = plan.shard_sql.clone();
             let bind_tail = wire::bind_tail_with_extra_columns(bind_tail, plan.hidden)
                 .map_err(|e| PgError::error("08P01", e.to_string()))?;
             Ok(FanoutPortal {
@@ -219,7 +238,8 @@ impl Session<'_> {
                 offset,
                 shards,
                 request: Request::Extended {
-                    parse_tail: parse_tail.into(),
+                    sql: shard_sql,
+                    param_tail,
                     bind_tail: bind_tail.into(),
                 },
                 run: None,
@@ -306,10 +326,11 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Starts one task per shard.
+    /// Starts one task per shard. A shard that holds a copy of a tenant living elsewhere
+    /// (a move's) gets the statement with that tenant left out.
     fn start_run(&self, shards: &[ShardId], request: Request) -> Run {
         let map = self.ctx.routing.map.load_full();
-        let bytes = request.encode();
+        let planned = request.encode(request.sql());
         let timeout = self.ctx.routing.fanout_timeout;
         let mut names = Vec::with_capacity(shards.len());
         let mut rxs = Vec::with_capacity(shards.len());
@@ -327,10 +348,24 @@ impl Session<'_> {
             };
             let gucs = self.session.gucs.clone();
             let task_name = name.clone();
-            let bytes = bytes.clone();
+            let copies = map.copies_on(shard);
+            let bytes = if copies.is_empty() {
+                Ok(planned.clone())
+            } else {
+                let literals: Vec<String> = copies.iter().map(key_literal).collect();
+                self.with_plan_context(|ctx| plan::exclude_tenants(request.sql(), ctx, &literals))
+                    .map(|sql| request.encode(&sql))
+                    .map_err(|u| BackendError::Config {
+                        shard: name.clone(),
+                        message: format!("cannot leave out the copies of moving tenants: {u}"),
+                    })
+            };
+            let pool = pool.and_then(|p| bytes.map(|b| (p, b)));
             tokio::spawn(async move {
                 match pool {
-                    Ok(pool) => shard_task(pool, task_name, gucs, bytes, tx, timeout).await,
+                    Ok((pool, bytes)) => {
+                        shard_task(pool, task_name, gucs, bytes, tx, timeout).await
+                    }
                     Err(e) => {
                         let _ = tx.send(ShardEvent::Failed(e)).await;
                     }
@@ -485,6 +520,14 @@ async fn recv_any(
         std::task::Poll::Pending
     })
     .await
+}
+
+/// A tenant key as a SQL literal.
+fn key_literal(key: &TenantKey) -> String {
+    match key {
+        TenantKey::Int(v) => v.to_string(),
+        other => crate::gucs::quote_literal(&other.to_string()),
+    }
 }
 
 fn backend_failure(e: &BackendError) -> Failure {

@@ -374,6 +374,16 @@ async fn copy(ctx: &mut Ctx<'_>) -> Result<(), MoveError> {
     ctx.source
         .create_publication(&name, ctx.job, &ctx.tables, &ctx.spec.key_column, &ctx.key)
         .await?;
+    // Before any row lands on the target: fan-out reads leave the copy out there. The
+    // flip's set_tenant turns it around (the copy is then the source's, until cleanup).
+    db::set_tenant(
+        &mut ctx.catalog,
+        &ctx.key,
+        &ShardRef::Id(ctx.spec.from),
+        TenantState::Active,
+    )
+    .await?;
+    db::set_copy_on(&mut ctx.catalog, &ctx.key, Some(&ShardRef::Id(ctx.spec.to))).await?;
     ctx.target
         .create_subscription(&name, &ctx.source.url)
         .await?;
@@ -647,6 +657,9 @@ async fn cleanup(ctx: &mut Ctx<'_>) -> Result<u64, MoveError> {
             });
             deleted += n;
         }
+        // No copy left anywhere but home (with --keep-source the source's stays fenced
+        // and left out of fan-outs for good).
+        db::set_copy_on(&mut ctx.catalog, &ctx.key, None).await?;
     }
     for shard in [&ctx.source, &ctx.target] {
         let left: Vec<_> = shard
@@ -721,5 +734,13 @@ async fn rollback(ctx: &mut Ctx<'_>) -> Vec<String> {
             .map(|_| ());
         note("deleting the copy", r);
     }
+    let forget = db::set_copy_on(&mut ctx.catalog, &ctx.key, None)
+        .await
+        .map(|_| ())
+        .or_else(|e| match e {
+            shardgate_catalog::CatalogError::UnknownTenant(_) => Ok(()),
+            e => Err(e.into()),
+        });
+    note("forgetting the copy", forget);
     problems
 }

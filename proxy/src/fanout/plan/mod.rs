@@ -25,6 +25,7 @@
 //! GROUP BY name that is both an output alias and an input column the alias's expression does
 //! not mention is taken for the alias (Postgres takes the input column).
 
+mod exclude;
 mod expr;
 mod from;
 mod limit;
@@ -40,6 +41,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
+pub use exclude::exclude_tenants;
 use expr::ident_name;
 use from::{FromScan, NestedScan};
 use limit::{Limits, shard_limit};
