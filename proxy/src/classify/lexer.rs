@@ -97,8 +97,20 @@ pub(crate) fn is_ident_start(b: u8) -> bool {
 }
 
 pub(crate) fn is_ident_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+    IDENT_BYTE[b as usize]
 }
+
+/// [`is_ident_byte`] as a table: identifiers are most of every statement's bytes.
+const IDENT_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80;
+        i += 1;
+    }
+    t
+};
 
 struct StmtLexer<'a, 'k> {
     sql: &'a [u8],
@@ -154,6 +166,11 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
                 b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
                     self.space = true;
                     self.pos += 1;
+                    while self.pos < sql.len()
+                        && matches!(sql[self.pos], b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+                    {
+                        self.pos += 1;
+                    }
                 }
                 b'-' if next == Some(b'-') => self.line_comment(),
                 b'/' if next == Some(b'*') => self.block_comment(),
@@ -260,11 +277,11 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
     fn ident(&mut self) {
         let sql = self.sql;
         let start = self.pos;
-        let len = sql[start..]
-            .iter()
-            .take_while(|&&b| is_ident_byte(b))
-            .count();
-        let after = start + len;
+        let mut after = start + 1;
+        while after < sql.len() && IDENT_BYTE[sql[after] as usize] {
+            after += 1;
+        }
+        let len = after - start;
         if sql.get(after) == Some(&b'\'') {
             if len == 1 && matches!(sql[start], b'e' | b'E') {
                 self.pos = after;
