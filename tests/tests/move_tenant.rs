@@ -874,4 +874,24 @@ async fn a_move_killed_after_its_flip_refuses_abort_and_resumes() {
             .expect_err("abort of a done move");
         assert_eq!(e.to_string(), refusal);
     }
+
+    // Killed in the copy, killed again while its resume is gated, then aborted: a second
+    // kill leaves no more behind than the first.
+    let t = 8010;
+    let (job, source, _, writers) = fleet.interrupted_move(t, Phase::Copy, 2).await;
+    let e = move_cmd::resume_stopping_after(&url, job, &hooks_for(&fleet, t), Phase::Verify)
+        .await
+        .expect_err("the resume stops too");
+    assert!(
+        matches!(e, MoveError::Interrupted { job: j, phase: Phase::Verify } if j == job),
+        "{e:?}"
+    );
+    assert_eq!(fleet.job(job).await, (JobState::Running, "verify".into()));
+    assert_eq!(fleet.placement(t).await.1, TenantState::Gated);
+    move_cmd::abort(&url, job, &Hooks::default())
+        .await
+        .unwrap_or_else(|e| panic!("aborting: {}: {e}", e.code()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let want = writers.finish(t).await;
+    fleet.assert_restored(t, job, source, &want).await;
 }
