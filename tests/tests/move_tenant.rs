@@ -888,6 +888,24 @@ async fn a_move_killed_after_its_flip_refuses_abort_and_resumes() {
     );
     assert_eq!(fleet.job(job).await, (JobState::Running, "verify".into()));
     assert_eq!(fleet.placement(t).await.1, TenantState::Gated);
+    // While another shardctl still runs the job (holds its catalog lock), abort refuses.
+    let other = fleet.catalog_client().await;
+    other
+        .execute(
+            "select pg_advisory_lock(1397181782, $1::int4)",
+            &[&(job as i32)],
+        )
+        .await
+        .unwrap();
+    let e = move_cmd::abort(&url, job, &Hooks::default())
+        .await
+        .expect_err("abort under a live run");
+    assert!(
+        e.to_string().contains("being run by another shardctl"),
+        "{e}"
+    );
+    assert_eq!(fleet.job(job).await, (JobState::Running, "verify".into()));
+    drop(other);
     move_cmd::abort(&url, job, &Hooks::default())
         .await
         .unwrap_or_else(|e| panic!("aborting: {}: {e}", e.code()));

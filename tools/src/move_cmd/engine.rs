@@ -18,6 +18,11 @@ const POLL: Duration = Duration::from_millis(20);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// SQLSTATE lock_not_available: the fence could not get its locks in time.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
+/// First half of the catalog advisory lock a `shardctl` holds on the job it runs ("SGMV").
+const JOB_LOCK_CLASS: i32 = 0x5347_4d56;
+/// How long a resume or abort waits for the job's lock: a killed run's session may take a
+/// moment to go away.
+const JOB_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Everything a running job works with.
 struct Ctx<'h> {
@@ -176,6 +181,7 @@ async fn run_inner(
         Phase::Copy.as_str(),
     )
     .await?;
+    lock_job(&catalog, job).await?;
     let ctx = Ctx {
         catalog,
         hooks,
@@ -290,6 +296,7 @@ async fn reopen<'h>(
     if row.kind != "move" {
         return Err(MoveError::Invalid(format!("job {job} is a {}", row.kind)));
     }
+    lock_job(&catalog, job).await?;
     let spec = Spec::from_json(&row.spec)?;
     let phase: Phase = row.phase.parse().map_err(MoveError::Invalid)?;
     let key = db::load_settings(&catalog)
@@ -313,6 +320,32 @@ async fn reopen<'h>(
         stop_after,
     };
     Ok((ctx, phase))
+}
+
+/// Takes the job's session-level advisory lock on the catalog, held until this process's
+/// catalog connection ends (so a SIGKILL releases it). Refuses a job another `shardctl` is
+/// still running: an abort under a live run could let that run flip to a deleted copy.
+async fn lock_job(catalog: &Client, job: i64) -> Result<(), MoveError> {
+    let deadline = Instant::now() + JOB_LOCK_WAIT;
+    loop {
+        let got: bool = catalog
+            .query_one(
+                "SELECT pg_try_advisory_lock($1::int4, $2::int4)",
+                &[&JOB_LOCK_CLASS, &(job as i32)],
+            )
+            .await
+            .map_err(|e| MoveError::Invalid(format!("locking job {job}: {e}")))?
+            .get(0);
+        if got {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(MoveError::Invalid(format!(
+                "job {job} is being run by another shardctl (it holds the job's lock in the                  catalog); stop that one first"
+            )));
+        }
+        tokio::time::sleep(POLL * 5).await;
+    }
 }
 
 fn shard_info(map: &ShardMap, id: u32) -> Result<shardgate_catalog::ShardInfo, MoveError> {
