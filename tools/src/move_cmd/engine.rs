@@ -18,6 +18,11 @@ const POLL: Duration = Duration::from_millis(20);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// SQLSTATE lock_not_available: the fence could not get its locks in time.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
+/// First half of the catalog advisory lock a `shardctl` holds on the job it runs ("SGMV").
+const JOB_LOCK_CLASS: i32 = 0x5347_4d56;
+/// How long a resume or abort waits for the job's lock: a killed run's session may take a
+/// moment to go away.
+const JOB_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Everything a running job works with.
 struct Ctx<'h> {
@@ -29,9 +34,23 @@ struct Ctx<'h> {
     tables: Vec<Table>,
     source: Shard,
     target: Shard,
+    /// Test hook: stop right after this phase, as if killed (see [`run_stopping_after`]).
+    stop_after: Option<Phase>,
 }
 
 impl Ctx<'_> {
+    /// Where a test may stop the move: `Err(Interrupted)` if it asked to stop after
+    /// `phase`. The caller returns it untouched, so nothing is cleaned up or rolled back.
+    fn checkpoint(&self, phase: Phase) -> Result<(), MoveError> {
+        match self.stop_after == Some(phase) {
+            true => Err(MoveError::Interrupted {
+                job: self.job,
+                phase,
+            }),
+            false => Ok(()),
+        }
+    }
+
     fn name(&self) -> String {
         object_name(self.job)
     }
@@ -63,6 +82,34 @@ pub async fn run(
     catalog_url: &str,
     req: &MoveRequest,
     hooks: &Hooks,
+) -> Result<MoveOutcome, MoveError> {
+    run_inner(catalog_url, req, hooks, None).await
+}
+
+/// Test-only: [`run`], stopped right after `phase` as if `shardctl` had been killed there.
+///
+/// It returns [`MoveError::Interrupted`] with the job's id once `phase` is done and
+/// persisted, leaving the job `running` in that phase and the publication, subscription,
+/// slot, marker, gate and fence exactly as they are (nothing is rolled back or cleaned up,
+/// the connections are simply dropped). `Phase::Plan` stops once the job exists;
+/// `Phase::Flip` once the catalog has flipped but before the job records `cleanup`;
+/// `Phase::Cleanup` once it has recorded `cleanup` but before the cleanup. Phases the run
+/// does not reach (a dry run, a failure first) never stop it.
+#[doc(hidden)]
+pub async fn run_stopping_after(
+    catalog_url: &str,
+    req: &MoveRequest,
+    hooks: &Hooks,
+    phase: Phase,
+) -> Result<MoveOutcome, MoveError> {
+    run_inner(catalog_url, req, hooks, Some(phase)).await
+}
+
+async fn run_inner(
+    catalog_url: &str,
+    req: &MoveRequest,
+    hooks: &Hooks,
+    stop_after: Option<Phase>,
 ) -> Result<MoveOutcome, MoveError> {
     let mut catalog = db::connect(catalog_url).await?;
     let key_type = db::load_settings(&catalog).await?.key_type;
@@ -134,6 +181,7 @@ pub async fn run(
         Phase::Copy.as_str(),
     )
     .await?;
+    lock_job(&catalog, job).await?;
     let ctx = Ctx {
         catalog,
         hooks,
@@ -143,13 +191,35 @@ pub async fn run(
         tables,
         source,
         target,
+        stop_after,
     };
+    ctx.checkpoint(Phase::Plan)?;
     drive(ctx, Phase::Copy, plan).await
 }
 
 /// `shardctl move --resume JOB`: continues a job from its persisted phase.
 pub async fn resume(catalog_url: &str, job: i64, hooks: &Hooks) -> Result<MoveOutcome, MoveError> {
-    let (ctx, phase) = reopen(catalog_url, job, hooks).await?;
+    resume_inner(catalog_url, job, hooks, None).await
+}
+
+/// Test-only: [`resume`], stopped right after `phase` as [`run_stopping_after`] stops.
+#[doc(hidden)]
+pub async fn resume_stopping_after(
+    catalog_url: &str,
+    job: i64,
+    hooks: &Hooks,
+    phase: Phase,
+) -> Result<MoveOutcome, MoveError> {
+    resume_inner(catalog_url, job, hooks, Some(phase)).await
+}
+
+async fn resume_inner(
+    catalog_url: &str,
+    job: i64,
+    hooks: &Hooks,
+    stop_after: Option<Phase>,
+) -> Result<MoveOutcome, MoveError> {
+    let (ctx, phase) = reopen(catalog_url, job, hooks, stop_after).await?;
     if ctx_state_blocks_resume(&ctx, phase).await? {
         return Err(MoveError::Invalid(format!(
             "job {job} is not resumable (see `shardctl jobs --all`)"
@@ -188,7 +258,7 @@ async fn ctx_state_blocks_resume(ctx: &Ctx<'_>, phase: Phase) -> Result<bool, Mo
 
 /// `shardctl move --abort JOB`: before the flip, undoes everything; after it, refuses.
 pub async fn abort(catalog_url: &str, job: i64, hooks: &Hooks) -> Result<MoveOutcome, MoveError> {
-    let (mut ctx, phase) = reopen(catalog_url, job, hooks).await?;
+    let (mut ctx, phase) = reopen(catalog_url, job, hooks, None).await?;
     let state = catalog_jobs::get_job(&ctx.catalog, job).await?.state;
     if phase.flipped() || (phase == Phase::Flip && flipped_already(&ctx).await?) {
         return Err(MoveError::Invalid(format!(
@@ -219,12 +289,14 @@ async fn reopen<'h>(
     catalog_url: &str,
     job: i64,
     hooks: &'h Hooks,
+    stop_after: Option<Phase>,
 ) -> Result<(Ctx<'h>, Phase), MoveError> {
     let mut catalog = db::connect(catalog_url).await?;
     let row = catalog_jobs::get_job(&catalog, job).await?;
     if row.kind != "move" {
         return Err(MoveError::Invalid(format!("job {job} is a {}", row.kind)));
     }
+    lock_job(&catalog, job).await?;
     let spec = Spec::from_json(&row.spec)?;
     let phase: Phase = row.phase.parse().map_err(MoveError::Invalid)?;
     let key = db::load_settings(&catalog)
@@ -245,8 +317,35 @@ async fn reopen<'h>(
         tables,
         source,
         target,
+        stop_after,
     };
     Ok((ctx, phase))
+}
+
+/// Takes the job's session-level advisory lock on the catalog, held until this process's
+/// catalog connection ends (so a SIGKILL releases it). Refuses a job another `shardctl` is
+/// still running: an abort under a live run could let that run flip to a deleted copy.
+async fn lock_job(catalog: &Client, job: i64) -> Result<(), MoveError> {
+    let deadline = Instant::now() + JOB_LOCK_WAIT;
+    loop {
+        let got: bool = catalog
+            .query_one(
+                "SELECT pg_try_advisory_lock($1::int4, $2::int4)",
+                &[&JOB_LOCK_CLASS, &(job as i32)],
+            )
+            .await
+            .map_err(|e| MoveError::Invalid(format!("locking job {job}: {e}")))?
+            .get(0);
+        if got {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(MoveError::Invalid(format!(
+                "job {job} is being run by another shardctl (it holds the job's lock in the                  catalog); stop that one first"
+            )));
+        }
+        tokio::time::sleep(POLL * 5).await;
+    }
 }
 
 fn shard_info(map: &ShardMap, id: u32) -> Result<shardgate_catalog::ShardInfo, MoveError> {
@@ -324,6 +423,8 @@ async fn drive(mut ctx: Ctx<'_>, from: Phase, plan: Plan) -> Result<MoveOutcome,
                 deleted,
             }))
         }
+        // A test's interruption stands for a kill: nothing may be rolled back or recorded.
+        Err((_, e @ MoveError::Interrupted { .. })) => Err(e),
         Err((phase, e)) => {
             let message = format!("{}: {e}", e.code());
             if !phase.flipped() {
@@ -353,9 +454,12 @@ async fn phases(ctx: &mut Ctx<'_>, from: Phase) -> Result<(Duration, u64), (Phas
     let mut gate_hold = Duration::ZERO;
     if from <= Phase::Copy {
         copy(ctx).await.map_err(|e| (Phase::Copy, e))?;
+        ctx.checkpoint(Phase::Copy).map_err(|e| (Phase::Copy, e))?;
     }
     if from <= Phase::CatchUp {
         catch_up(ctx).await.map_err(|e| (Phase::CatchUp, e))?;
+        ctx.checkpoint(Phase::CatchUp)
+            .map_err(|e| (Phase::CatchUp, e))?;
     }
     if from <= Phase::Flip {
         gate_hold = gate_to_flip(ctx).await?;
@@ -500,6 +604,7 @@ async fn gate_to_flip(ctx: &mut Ctx<'_>) -> Result<Duration, (Phase, MoveError)>
         .map_err(at(Phase::Gate))?;
 
     mark("fenced");
+    ctx.checkpoint(Phase::Gate).map_err(at(Phase::Gate))?;
     ctx.enter(Phase::FinalCatchUp)
         .await
         .map_err(at(Phase::FinalCatchUp))?;
@@ -526,6 +631,8 @@ async fn gate_to_flip(ctx: &mut Ctx<'_>) -> Result<Duration, (Phase, MoveError)>
         tokio::time::sleep(POLL).await;
     }
     mark("caught_up");
+    ctx.checkpoint(Phase::FinalCatchUp)
+        .map_err(at(Phase::FinalCatchUp))?;
     ctx.enter(Phase::Verify).await.map_err(at(Phase::Verify))?;
     verify(ctx).await.map_err(at(Phase::Verify))?;
     if Instant::now() >= deadline {
@@ -533,6 +640,7 @@ async fn gate_to_flip(ctx: &mut Ctx<'_>) -> Result<Duration, (Phase, MoveError)>
     }
 
     mark("verified");
+    ctx.checkpoint(Phase::Verify).map_err(at(Phase::Verify))?;
     ctx.enter(Phase::Flip).await.map_err(at(Phase::Flip))?;
     let flipped = db::set_tenant(
         &mut ctx.catalog,
@@ -544,6 +652,7 @@ async fn gate_to_flip(ctx: &mut Ctx<'_>) -> Result<Duration, (Phase, MoveError)>
     .map_err(|e| (Phase::Flip, e.into()))?;
     let hold = started.elapsed();
     mark("flipped");
+    ctx.checkpoint(Phase::Flip).map_err(at(Phase::Flip))?;
     let steps: serde_json::Map<String, serde_json::Value> = steps
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.into()))
@@ -564,6 +673,7 @@ async fn gate_to_flip(ctx: &mut Ctx<'_>) -> Result<Duration, (Phase, MoveError)>
     )
     .await
     .map_err(at(Phase::Cleanup))?;
+    ctx.checkpoint(Phase::Cleanup).map_err(at(Phase::Cleanup))?;
     Ok(hold)
 }
 

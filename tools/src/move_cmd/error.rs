@@ -2,6 +2,8 @@
 
 use shardgate_catalog::{CatalogError, ParseError};
 
+use super::Phase;
+
 #[derive(Debug, thiserror::Error)]
 pub enum MoveError {
     #[error(transparent)]
@@ -31,6 +33,11 @@ pub enum MoveError {
     VerifyMismatch(String),
     #[error("{0}")]
     PostFlipInconsistent(String),
+    /// Test-only: the move was stopped on purpose right after `phase` (see
+    /// [`run_stopping_after`](super::run_stopping_after)), leaving the job `running` and
+    /// every object on the shards and in the catalog exactly as a SIGKILL there would.
+    #[error("job {job} interrupted after its {phase} phase (test hook); the job is still running")]
+    Interrupted { job: i64, phase: Phase },
 }
 
 impl From<ParseError> for MoveError {
@@ -70,6 +77,7 @@ impl MoveError {
             MoveError::GateTimeout(_) => "E_GATE_TIMEOUT",
             MoveError::VerifyMismatch(_) => "E_VERIFY_MISMATCH",
             MoveError::PostFlipInconsistent(_) => "E_POST_FLIP_INCONSISTENT",
+            MoveError::Interrupted { .. } => "E_INTERRUPTED",
         }
     }
 
@@ -84,6 +92,7 @@ impl MoveError {
             MoveError::GateTimeout(_) => 12,
             MoveError::VerifyMismatch(_) => 13,
             MoveError::PostFlipInconsistent(_) => 14,
+            MoveError::Interrupted { .. } => 15,
         }
     }
 
@@ -119,6 +128,10 @@ mod tests {
             MoveError::GateTimeout(String::new()),
             MoveError::VerifyMismatch(String::new()),
             MoveError::PostFlipInconsistent(String::new()),
+            MoveError::Interrupted {
+                job: 1,
+                phase: Phase::Gate,
+            },
         ];
         let mut codes: Vec<_> = all.iter().map(MoveError::code).collect();
         let mut exits: Vec<_> = all.iter().map(MoveError::exit_code).collect();

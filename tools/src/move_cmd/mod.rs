@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-pub use engine::{abort, resume, run};
+pub use engine::{abort, resume, resume_stopping_after, run, run_stopping_after};
 pub use error::MoveError;
 
 use crate::catalog_cmd::Report;
