@@ -3,12 +3,15 @@
 //! - [`start_proxy`] boots `shardgate::run` on port 0 exactly as the binary does.
 //! - [`Fixture`] is the common case: shard clusters with an `app` database and a proxy
 //!   config pointing at them, tweakable through [`FixtureBuilder`].
+//! - [`CatalogFleet`]: 4 shards listed in a catalog, and a proxy that follows it.
 //! - [`bin`], [`psql`], [`wait_until`], [`ScratchDir`]: small tools the tests share.
 
+mod catalog_fleet;
 mod fixture;
 mod proxy;
 mod util;
 
+pub use catalog_fleet::{CATALOG_PASSWORD, CatalogFleet};
 pub use fixture::{ADMIN_USER, Fixture, FixtureBuilder, SUPERUSER_PASSWORD};
 pub use proxy::{ProxyHandle, start_proxy};
 pub use shardctl::pg::{HostAuth, PgCluster, PgOptions};

@@ -9,21 +9,28 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{client, db_error, proxy_with};
-use shardctl::pg::{PgCluster, PgOptions};
-use shardgate_catalog::db::{self, NewShard, ShardRef};
-use shardgate_catalog::schema::{self, InitOptions};
+use shardgate_catalog::db::{self, ShardRef};
 use shardgate_catalog::{TenantKey, TenantState};
-use shardgate_e2e::{Fixture, ProxyHandle, ScratchDir, wait_until};
+use shardgate_e2e::{CatalogFleet, Fixture, wait_until};
 use tokio_postgres::Client;
 
 const SCHEMA: &str = "create table orders (tenant_id bigint not null, id bigint not null, \
                       note text, primary key (tenant_id, id))";
 
-struct Fleet {
-    fx: Fixture,
-    catalog: PgCluster,
-    _dir: ScratchDir,
-    proxy: ProxyHandle,
+/// The catalog fleet of the harness, with this file's helpers.
+struct Fleet(CatalogFleet);
+
+impl std::ops::Deref for Fleet {
+    type Target = CatalogFleet;
+    fn deref(&self) -> &CatalogFleet {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Fleet {
+    fn deref_mut(&mut self) -> &mut CatalogFleet {
+        &mut self.0
+    }
 }
 
 impl Fleet {
@@ -34,52 +41,7 @@ impl Fleet {
 
     /// The same, with the proxy's config edited first.
     async fn start_with(poll_ms: u64, tweak: impl FnOnce(&mut shardgate::config::Config)) -> Fleet {
-        let fx = Fixture::builder().shards(4).without_proxy().start().await;
-        for i in 0..4 {
-            fx.connect_shard(i)
-                .await
-                .batch_execute(SCHEMA)
-                .await
-                .unwrap();
-        }
-        let dir = ScratchDir::new("catalog");
-        let catalog = PgCluster::start(PgOptions {
-            name: "catalog".into(),
-            base_dir: dir.path().to_owned(),
-            superuser_password: "cat".into(),
-            ..PgOptions::default()
-        })
-        .await
-        .unwrap();
-        catalog.create_database("shardgate").await.unwrap();
-        let url = catalog.url("postgres", "cat", "shardgate");
-        let mut c = db::connect(&url).await.unwrap();
-        schema::migrate(&mut c, InitOptions::default())
-            .await
-            .unwrap();
-        for spec in &fx.config.shards {
-            db::add_shard(&mut c, &NewShard::new(spec.name.clone(), spec.url.clone()))
-                .await
-                .unwrap();
-        }
-        let mut config = fx.config.clone();
-        config.shards.clear();
-        config.catalog = Some(shardgate::config::CatalogConfig { url, poll_ms });
-        config.sharding.sharded_tables = vec!["orders".into()];
-        tweak(&mut config);
-        let proxy = shardgate_e2e::start_proxy(config).await;
-        Fleet {
-            fx,
-            catalog,
-            _dir: dir,
-            proxy,
-        }
-    }
-
-    async fn catalog_client(&self) -> Client {
-        db::connect(&self.catalog.url("postgres", "cat", "shardgate"))
-            .await
-            .unwrap()
+        Fleet(CatalogFleet::start(SCHEMA, &["orders"], poll_ms, tweak).await)
     }
 
     /// The shard (index) holding the row (tenant, id), read directly.

@@ -14,11 +14,9 @@ use std::time::Duration;
 
 use common::client;
 use shardctl::move_cmd::{self, Hooks, MoveError, MoveOutcome, MoveRequest, Phase, Progress};
-use shardctl::pg::{PgCluster, PgOptions};
-use shardgate_catalog::db::{self, NewShard, jobs::JobState};
-use shardgate_catalog::schema::{self, InitOptions};
+use shardgate_catalog::db::{self, jobs::JobState};
 use shardgate_catalog::{TenantKey, TenantState};
-use shardgate_e2e::{Fixture, ProxyHandle, ScratchDir};
+use shardgate_e2e::CatalogFleet;
 use tokio_postgres::Client;
 
 const SCHEMA: &str = "create table orders (tenant_id bigint not null, id bigint not null, \
@@ -30,64 +28,27 @@ const T_ROWS: i64 = 10_000;
 /// Other tenants written alongside it.
 const OTHERS: std::ops::RangeInclusive<i64> = 1..=12;
 
-struct Fleet {
-    fx: Fixture,
-    catalog: PgCluster,
-    _dir: ScratchDir,
-    proxy: ProxyHandle,
+/// The catalog fleet of the harness, with this file's helpers.
+struct Fleet(CatalogFleet);
+
+impl std::ops::Deref for Fleet {
+    type Target = CatalogFleet;
+    fn deref(&self) -> &CatalogFleet {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Fleet {
+    fn deref_mut(&mut self) -> &mut CatalogFleet {
+        &mut self.0
+    }
 }
 
 impl Fleet {
     /// 4 shards (wal_level = logical) registered in a catalog, and a proxy that reads its
     /// map from there.
     async fn start(poll_ms: u64) -> Fleet {
-        let fx = Fixture::builder().shards(4).without_proxy().start().await;
-        for i in 0..4 {
-            fx.connect_shard(i)
-                .await
-                .batch_execute(SCHEMA)
-                .await
-                .unwrap();
-        }
-        let dir = ScratchDir::new("catalog");
-        let catalog = PgCluster::start(PgOptions {
-            name: "catalog".into(),
-            base_dir: dir.path().to_owned(),
-            superuser_password: "cat".into(),
-            ..PgOptions::default()
-        })
-        .await
-        .unwrap();
-        catalog.create_database("shardgate").await.unwrap();
-        let url = catalog.url("postgres", "cat", "shardgate");
-        let mut c = db::connect(&url).await.unwrap();
-        schema::migrate(&mut c, InitOptions::default())
-            .await
-            .unwrap();
-        for spec in &fx.config.shards {
-            db::add_shard(&mut c, &NewShard::new(spec.name.clone(), spec.url.clone()))
-                .await
-                .unwrap();
-        }
-        let mut config = fx.config.clone();
-        config.shards.clear();
-        config.catalog = Some(shardgate::config::CatalogConfig { url, poll_ms });
-        config.sharding.sharded_tables = vec!["orders".into()];
-        let proxy = shardgate_e2e::start_proxy(config).await;
-        Fleet {
-            fx,
-            catalog,
-            _dir: dir,
-            proxy,
-        }
-    }
-
-    fn catalog_url(&self) -> String {
-        self.catalog.url("postgres", "cat", "shardgate")
-    }
-
-    async fn catalog_client(&self) -> Client {
-        db::connect(&self.catalog_url()).await.unwrap()
+        Fleet(CatalogFleet::start(SCHEMA, &["orders"], poll_ms, |_| {}).await)
     }
 
     /// The shard index the catalog's map gives tenant `t`, and its state.

@@ -1,0 +1,82 @@
+//! A fleet whose map lives in a catalog: 4 shard clusters with a schema, a catalog cluster
+//! that lists them, and an in-process proxy that reads its map from there (the setup of
+//! the live-map, gate and move tests).
+
+use shardctl::pg::{PgCluster, PgOptions};
+use shardgate::config::{CatalogConfig, Config};
+use shardgate_catalog::db::{self, NewShard};
+use shardgate_catalog::schema::{self, InitOptions};
+
+use crate::{Fixture, ProxyHandle, ScratchDir, start_proxy};
+
+/// The catalog cluster's superuser password.
+pub const CATALOG_PASSWORD: &str = "cat";
+
+/// The parts of a catalog fleet; dropped in field order (proxy, catalog, its directory,
+/// then the shards).
+pub struct CatalogFleet {
+    pub proxy: ProxyHandle,
+    pub catalog: PgCluster,
+    pub catalog_dir: ScratchDir,
+    pub fx: Fixture,
+}
+
+impl CatalogFleet {
+    /// Starts it: `schema` on every shard, the shards registered in a fresh catalog,
+    /// `sharded_tables` and `poll_ms` in the proxy's config, then `tweak`.
+    pub async fn start(
+        schema_sql: &str,
+        sharded_tables: &[&str],
+        poll_ms: u64,
+        tweak: impl FnOnce(&mut Config),
+    ) -> CatalogFleet {
+        let fx = Fixture::builder().shards(4).without_proxy().start().await;
+        for i in 0..4 {
+            fx.connect_shard(i)
+                .await
+                .batch_execute(schema_sql)
+                .await
+                .unwrap();
+        }
+        let catalog_dir = ScratchDir::new("catalog");
+        let catalog = PgCluster::start(PgOptions {
+            name: "catalog".into(),
+            base_dir: catalog_dir.path().to_owned(),
+            superuser_password: CATALOG_PASSWORD.into(),
+            ..PgOptions::default()
+        })
+        .await
+        .unwrap();
+        catalog.create_database("shardgate").await.unwrap();
+        let url = catalog.url("postgres", CATALOG_PASSWORD, "shardgate");
+        let mut c = db::connect(&url).await.unwrap();
+        schema::migrate(&mut c, InitOptions::default())
+            .await
+            .unwrap();
+        for spec in &fx.config.shards {
+            db::add_shard(&mut c, &NewShard::new(spec.name.clone(), spec.url.clone()))
+                .await
+                .unwrap();
+        }
+        let mut config = fx.config.clone();
+        config.shards.clear();
+        config.catalog = Some(CatalogConfig { url, poll_ms });
+        config.sharding.sharded_tables = sharded_tables.iter().map(|t| t.to_string()).collect();
+        tweak(&mut config);
+        let proxy = start_proxy(config).await;
+        CatalogFleet {
+            proxy,
+            catalog,
+            catalog_dir,
+            fx,
+        }
+    }
+
+    pub fn catalog_url(&self) -> String {
+        self.catalog.url("postgres", CATALOG_PASSWORD, "shardgate")
+    }
+
+    pub async fn catalog_client(&self) -> tokio_postgres::Client {
+        db::connect(&self.catalog_url()).await.unwrap()
+    }
+}
