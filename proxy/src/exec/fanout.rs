@@ -597,50 +597,46 @@ async fn shard_task(
         conn.gucs = gucs;
     }
     conn.unnamed = None;
-    if let Err(e) = conn.send(&name, &request).await {
+    if let Err(e) = stream_replies(conn, &name, &request, &tx, timeout).await {
+        // Mid-exchange: the connection cannot go back to the pool.
         conn.broken = true;
         let _ = tx.send(ShardEvent::Failed(e)).await;
-        return;
     }
+}
+
+/// Sends the shard its request and passes the replies on until ReadyForQuery. A failure
+/// of the connection or of the shard's protocol is returned; a closed channel (nobody
+/// listening any more) ends it early with the connection marked broken.
+async fn stream_replies(
+    conn: &mut crate::backend::ServerConn,
+    name: &str,
+    request: &[u8],
+    tx: &mpsc::Sender<ShardEvent>,
+    timeout: Duration,
+) -> Result<(), BackendError> {
+    let protocol = |source| BackendError::Protocol {
+        shard: name.to_owned(),
+        source,
+    };
+    conn.send(name, request).await?;
     let mut batch: Vec<Row> = Vec::new();
     let mut failed = false;
     loop {
-        let frame = match tokio::time::timeout(timeout, conn.read_frame(&name, MAX_REPLY)).await {
-            Ok(Ok(f)) => f,
-            Ok(Err(e)) => {
-                conn.broken = true;
-                let _ = tx.send(ShardEvent::Failed(e)).await;
-                return;
-            }
-            Err(_) => {
-                conn.broken = true;
-                let e = BackendError::Timeout {
-                    shard: name.clone(),
-                    ms: timeout.as_millis() as u64,
-                };
-                let _ = tx.send(ShardEvent::Failed(e)).await;
-                return;
-            }
-        };
+        let frame = tokio::time::timeout(timeout, conn.read_frame(name, MAX_REPLY))
+            .await
+            .map_err(|_| BackendError::Timeout {
+                shard: name.to_owned(),
+                ms: timeout.as_millis() as u64,
+            })??;
         let event = match frame.tag {
             btag::DATA_ROW => {
-                match wire::decode_data_row(frame.body()) {
-                    Ok(values) => batch.push(
-                        values
-                            .into_iter()
-                            .map(|v| v.map(|v| frame.bytes.slice_ref(v)))
-                            .collect(),
-                    ),
-                    Err(e) => {
-                        conn.broken = true;
-                        let e = BackendError::Protocol {
-                            shard: name.clone(),
-                            source: e,
-                        };
-                        let _ = tx.send(ShardEvent::Failed(e)).await;
-                        return;
-                    }
-                }
+                let values = wire::decode_data_row(frame.body()).map_err(protocol)?;
+                batch.push(
+                    values
+                        .into_iter()
+                        .map(|v| v.map(|v| frame.bytes.slice_ref(v)))
+                        .collect(),
+                );
                 // A full batch, or nothing more buffered (the next read would wait).
                 let buffered = matches!(wire::frame_len(&conn.rbuf, MAX_REPLY), Ok(Some(_)));
                 if batch.len() >= BATCH_ROWS || !buffered {
@@ -649,25 +645,16 @@ async fn shard_task(
                     None
                 }
             }
-            btag::ROW_DESCRIPTION => match wire::decode_row_description(frame.body()) {
-                Ok(f) => Some(ShardEvent::Fields(f)),
-                Err(e) => {
-                    conn.broken = true;
-                    let e = BackendError::Protocol {
-                        shard: name.clone(),
-                        source: e,
-                    };
-                    let _ = tx.send(ShardEvent::Failed(e)).await;
-                    return;
-                }
-            },
+            btag::ROW_DESCRIPTION => Some(ShardEvent::Fields(
+                wire::decode_row_description(frame.body()).map_err(protocol)?,
+            )),
             btag::ERROR_RESPONSE => {
                 failed = true;
                 Some(ShardEvent::Error(frame.bytes.clone()))
             }
             btag::READY_FOR_QUERY => {
                 if failed {
-                    return; // the error went out already; the connection is idle again
+                    return Ok(()); // the error went out already; the connection is idle again
                 }
                 let mut last = Vec::new();
                 if !batch.is_empty() {
@@ -676,10 +663,10 @@ async fn shard_task(
                 last.push(ShardEvent::Complete);
                 for ev in last {
                     if tx.send(ev).await.is_err() {
-                        return; // idle at ReadyForQuery: the connection goes back
+                        return Ok(()); // idle at ReadyForQuery: the connection goes back
                     }
                 }
-                return;
+                return Ok(());
             }
             // CommandComplete, ParseComplete, BindComplete, notices: nothing to pass on.
             _ => None,
@@ -690,7 +677,7 @@ async fn shard_task(
             // Nobody is listening any more: the rest of this result is not wanted, and the
             // connection cannot go back in the middle of it.
             conn.broken = true;
-            return;
+            return Ok(());
         }
     }
 }
