@@ -20,24 +20,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-[ -x "$bindir/initdb" ] || { echo "no Postgres binaries under /usr/lib/postgresql" >&2; exit 1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-
-work=$(mktemp -d /tmp/sg-fanout.XXXXXX)
-chmod 755 "$work"; [ "$(id -u)" = 0 ] && chown postgres "$work"
-cleanup() {
-  # Proxies start inside $(...), a subshell: their pids travel in files.
-  for f in "$work"/*.pid; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
-  for d in "$work"/pg*; do [ -d "$d" ] && as_pg "$bindir/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap "exit 130" INT TERM
-echo "bench-pw" > "$work/pw"; [ "$(id -u)" = 0 ] && chown postgres "$work/pw"
-export PGPASSWORD=bench-pw
+. "$(dirname "$0")/lib.sh"
+bench_workdir fanout
 
 start_pg() { # name shard-index -> port
   local port; port=$(free_port)

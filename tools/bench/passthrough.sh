@@ -22,28 +22,11 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-[ -x "$bindir/initdb" ] || { echo "no Postgres binaries under /usr/lib/postgresql" >&2; exit 1; }
+. "$(dirname "$0")/lib.sh"
 command -v pgbouncer >/dev/null || { echo "pgbouncer missing: apt-get install pgbouncer" >&2; exit 1; }
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-
-work=$(mktemp -d /tmp/sg-bench.XXXXXX)
-chmod 755 "$work"
-[ "$(id -u)" = 0 ] && chown postgres "$work"
-cleanup() {
-  [ -f "$work/pgbouncer.pid" ] && kill "$(cat "$work/pgbouncer.pid")" 2>/dev/null || true
-  [ -n "${sg_pid:-}" ] && kill "$sg_pid" 2>/dev/null || true
-  as_pg "$bindir/pg_ctl" -D "$work/data" -m immediate stop >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap "exit 130" INT TERM
+bench_workdir bench
 
 pg_port=$(free_port); pgb_port=$(free_port); sg_port=$(free_port)
-echo "bench-pw" > "$work/pw"; [ "$(id -u)" = 0 ] && chown postgres "$work/pw"
 as_pg "$bindir/initdb" -D "$work/data" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
   --pwfile="$work/pw" -E UTF8 --locale=C >/dev/null
 cat >> "$work/data/postgresql.conf" <<EOF
@@ -56,7 +39,6 @@ synchronous_commit = off
 shared_buffers = 256MB
 EOF
 as_pg "$bindir/pg_ctl" -D "$work/data" -l "$work/pg.log" -w start >/dev/null
-export PGPASSWORD=bench-pw
 psql -qX -h 127.0.0.1 -p "$pg_port" -U postgres -c "create database app" postgres
 pgbench -i -q -s "$SCALE" -h 127.0.0.1 -p "$pg_port" -U postgres app >/dev/null 2>&1
 
@@ -97,7 +79,7 @@ pool_size = 20
 EOF
 (cd "$repo" && cargo build --release -q -p shardgate)
 RUST_LOG=warn "$repo/target/release/shardgate" --config "$work/shardgate.toml" >"$work/shardgate.log" 2>&1 &
-sg_pid=$!
+echo $! > "$work/sg.pid"
 for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p "$sg_port" && break; sleep 0.1; done
 
 run() { # target port mode -> "tps failed"

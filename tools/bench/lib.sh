@@ -1,0 +1,30 @@
+# Sourced by the benchmark scripts: the machine's Postgres binaries, free loopback ports,
+# running as the postgres OS user when root, and a scratch directory whose processes
+# (any *.pid file in it) and clusters (its pg* and data directories) are stopped and
+# removed on exit. Call `bench_workdir NAME` once; it sets $work and PGPASSWORD=bench-pw
+# (also written to $work/pw for initdb).
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+[ -x "$bindir/initdb" ] || { echo "no Postgres binaries under /usr/lib/postgresql" >&2; exit 1; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+bench_cleanup() {
+  # Processes started inside $(...) run in a subshell: their pids travel in files.
+  for f in "$work"/*.pid; do [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null || true; done
+  for d in "$work"/pg* "$work"/data; do
+    [ -d "$d" ] && as_pg "$bindir/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true
+  done
+  rm -rf "$work"
+}
+
+bench_workdir() { # name
+  work=$(mktemp -d "/tmp/sg-$1.XXXXXX")
+  chmod 755 "$work"; [ "$(id -u)" = 0 ] && chown postgres "$work"
+  trap bench_cleanup EXIT
+  trap "exit 130" INT TERM
+  echo "bench-pw" > "$work/pw"; [ "$(id -u)" = 0 ] && chown postgres "$work/pw"
+  export PGPASSWORD=bench-pw
+}
