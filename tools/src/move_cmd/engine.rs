@@ -10,6 +10,7 @@ use shardgate_catalog::{ShardMap, ShardState, TenantKey, TenantState};
 use tokio_postgres::Client;
 
 use super::shard::{Shard, Table, object_name};
+use super::teardown::{cleanup, rollback};
 use super::{Hooks, MoveError, MoveOutcome, MoveRequest, Moved, Phase, Plan, Progress, Spec};
 
 /// How often waits poll the shards and the catalog.
@@ -25,15 +26,15 @@ const JOB_LOCK_CLASS: i32 = 0x5347_4d56;
 const JOB_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Everything a running job works with.
-struct Ctx<'h> {
-    catalog: Client,
-    hooks: &'h Hooks,
-    spec: Spec,
-    key: TenantKey,
-    job: i64,
-    tables: Vec<Table>,
-    source: Shard,
-    target: Shard,
+pub(super) struct Ctx<'h> {
+    pub(super) catalog: Client,
+    pub(super) hooks: &'h Hooks,
+    pub(super) spec: Spec,
+    pub(super) key: TenantKey,
+    pub(super) job: i64,
+    pub(super) tables: Vec<Table>,
+    pub(super) source: Shard,
+    pub(super) target: Shard,
     /// Test hook: stop right after this phase, as if killed (see [`run_stopping_after`]).
     stop_after: Option<Phase>,
 }
@@ -51,11 +52,15 @@ impl Ctx<'_> {
         }
     }
 
-    fn name(&self) -> String {
+    pub(super) fn name(&self) -> String {
         object_name(self.job)
     }
 
-    async fn event(&self, kind: &str, detail: serde_json::Value) -> Result<(), MoveError> {
+    pub(super) async fn event(
+        &self,
+        kind: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), MoveError> {
         catalog_jobs::record_event(
             &self.catalog,
             self.job,
@@ -67,7 +72,7 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    async fn enter(&self, phase: Phase) -> Result<(), MoveError> {
+    pub(super) async fn enter(&self, phase: Phase) -> Result<(), MoveError> {
         catalog_jobs::set_phase(&self.catalog, self.job, phase.as_str()).await?;
         self.hooks.emit(Progress::Phase {
             job: self.job,
@@ -743,114 +748,4 @@ async fn flipped_already(ctx: &Ctx<'_>) -> Result<bool, MoveError> {
     Ok(row.is_some_and(|r| {
         r.get::<_, i32>(0) as u32 == ctx.spec.to && r.get::<_, String>(1) == "active"
     }))
-}
-
-/// Phase 8: subscription, publication and slot gone; the source's rows deleted (unless
-/// kept). The fence row stays: a stale proxy's write must keep failing loudly.
-async fn cleanup(ctx: &mut Ctx<'_>) -> Result<u64, MoveError> {
-    ctx.enter(Phase::Cleanup).await?;
-    let name = ctx.name();
-    ctx.target.drop_subscription(&name).await?;
-    ctx.source.drop_publication_and_slot(&name).await?;
-    ctx.source.drop_marker(ctx.job).await?;
-    ctx.target.drop_marker(ctx.job).await?;
-    let mut deleted = 0;
-    if !ctx.spec.keep_source {
-        for t in &ctx.tables {
-            let n = ctx
-                .source
-                .delete_rows(t, &ctx.spec.key_column, &ctx.key)
-                .await?;
-            ctx.hooks.emit(Progress::Deleted {
-                table: t.display_name(),
-                rows: n,
-            });
-            deleted += n;
-        }
-        // No copy left anywhere but home (with --keep-source the source's stays fenced
-        // and left out of fan-outs for good).
-        db::set_copy_on(&mut ctx.catalog, &ctx.key, None).await?;
-    }
-    for shard in [&ctx.source, &ctx.target] {
-        let left: Vec<_> = shard
-            .move_objects()
-            .await?
-            .into_iter()
-            .filter(|o| o.ends_with(&format!(" {name}")))
-            .collect();
-        if !left.is_empty() {
-            return Err(MoveError::PostFlipInconsistent(format!(
-                "shard {} still has {}; drop them by hand or run --resume {}",
-                shard.name,
-                left.join(", "),
-                ctx.job
-            )));
-        }
-    }
-    ctx.event(
-        "move_done",
-        json!({ "deleted": deleted, "keep_source": ctx.spec.keep_source }),
-    )
-    .await?;
-    Ok(deleted)
-}
-
-/// Undoes a move before its flip: the fence row off the source, the tenant un-gated on the
-/// source, subscription, publication and slot dropped, and the copied rows deleted from the
-/// target. Returns what could not be done (each step is tried regardless).
-async fn rollback(ctx: &mut Ctx<'_>) -> Vec<String> {
-    let mut problems = Vec::new();
-    let name = ctx.name();
-    let mut note = |what: &str, r: Result<(), MoveError>| {
-        if let Err(e) = r {
-            problems.push(format!("{what}: {e}"));
-        }
-    };
-    // Fence first, un-gate second: the other order lets released writes hit the fence.
-    note(
-        "removing the fence",
-        ctx.source.remove_fence(&ctx.spec.tenant).await,
-    );
-    let ungate = async {
-        let map = db::load_map(&mut ctx.catalog).await?;
-        let placed = map.locate(&ctx.key).ok();
-        if placed.is_some_and(|p| p.shard == ctx.spec.from && p.state == TenantState::Gated) {
-            db::set_tenant(
-                &mut ctx.catalog,
-                &ctx.key,
-                &ShardRef::Id(ctx.spec.from),
-                TenantState::Active,
-            )
-            .await?;
-        }
-        Ok::<(), MoveError>(())
-    };
-    note("un-gating", ungate.await);
-    note(
-        "dropping the subscription",
-        ctx.target.drop_subscription(&name).await,
-    );
-    note(
-        "dropping the publication",
-        ctx.source.drop_publication_and_slot(&name).await,
-    );
-    note("deleting the marker", ctx.source.drop_marker(ctx.job).await);
-    note("deleting the marker", ctx.target.drop_marker(ctx.job).await);
-    for t in &ctx.tables {
-        let r = ctx
-            .target
-            .delete_rows(t, &ctx.spec.key_column, &ctx.key)
-            .await
-            .map(|_| ());
-        note("deleting the copy", r);
-    }
-    let forget = db::set_copy_on(&mut ctx.catalog, &ctx.key, None)
-        .await
-        .map(|_| ())
-        .or_else(|e| match e {
-            shardgate_catalog::CatalogError::UnknownTenant(_) => Ok(()),
-            e => Err(e.into()),
-        });
-    note("forgetting the copy", forget);
-    problems
 }

@@ -10,6 +10,7 @@ mod engine;
 mod error;
 pub mod jobs;
 pub mod shard;
+mod teardown;
 
 use std::fmt;
 use std::future::Future;
