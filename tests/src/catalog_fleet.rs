@@ -79,4 +79,28 @@ impl CatalogFleet {
     pub async fn catalog_client(&self) -> tokio_postgres::Client {
         db::connect(&self.catalog_url()).await.unwrap()
     }
+
+    /// Publications, subscriptions and slots named sg_move_% on every shard.
+    pub async fn move_leftovers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for i in 0..4 {
+            let c = self.fx.connect_shard(i).await;
+            for r in c
+                .query(
+                    "select 'publication ' || pubname from pg_publication \
+                     where pubname like 'sg\\_move\\_%' \
+                     union all select 'subscription ' || subname from pg_subscription \
+                     where subname like 'sg\\_move\\_%' \
+                     union all select 'slot ' || slot_name from pg_replication_slots \
+                     where slot_name like 'sg\\_move\\_%'",
+                    &[],
+                )
+                .await
+                .unwrap()
+            {
+                out.push(format!("s{i}: {}", r.get::<_, String>(0)));
+            }
+        }
+        out
+    }
 }

@@ -72,30 +72,6 @@ impl Fleet {
             .map(|r| (r.get(0), r.get(1)))
             .collect()
     }
-
-    /// Publications, subscriptions and slots named sg_move_% on every shard.
-    async fn move_leftovers(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for i in 0..4 {
-            let c = self.fx.connect_shard(i).await;
-            for r in c
-                .query(
-                    "select 'publication ' || pubname from pg_publication \
-                     where pubname like 'sg\\_move\\_%' \
-                     union all select 'subscription ' || subname from pg_subscription \
-                     where subname like 'sg\\_move\\_%' \
-                     union all select 'slot ' || slot_name from pg_replication_slots \
-                     where slot_name like 'sg\\_move\\_%'",
-                    &[],
-                )
-                .await
-                .unwrap()
-            {
-                out.push(format!("s{i}: {}", r.get::<_, String>(0)));
-            }
-        }
-        out
-    }
 }
 
 /// The state the proxy's map gives `tenant`, from the admin console.
@@ -704,6 +680,10 @@ impl Fleet {
                 format!("s{target}: subscription {name}"),
             ],
         };
+        // The verification's change-tracking slot, from the gate on.
+        if phase >= Phase::Gate {
+            expected.push(format!("s{source}: slot {name}_verify"));
+        }
         let mut leftovers = leftovers;
         leftovers.sort();
         expected.sort();

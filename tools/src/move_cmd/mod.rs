@@ -6,11 +6,13 @@
 //! - [`shard`]: the SQL the move runs on the source and target shards;
 //! - [`jobs`]: `shardctl jobs`.
 
+mod decoding;
 mod engine;
 mod error;
 pub mod jobs;
 pub mod shard;
 mod teardown;
+mod verify;
 
 use std::fmt;
 use std::future::Future;

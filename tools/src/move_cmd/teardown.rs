@@ -6,6 +6,7 @@ use shardgate_catalog::TenantState;
 use shardgate_catalog::db::{self, ShardRef};
 
 use super::engine::Ctx;
+use super::verify::{drop_slot, slot_name};
 use super::{MoveError, Phase, Progress};
 
 /// Phase 8: subscription, publication and slot gone; the source's rows deleted (unless
@@ -15,6 +16,7 @@ pub(super) async fn cleanup(ctx: &mut Ctx<'_>) -> Result<u64, MoveError> {
     let name = ctx.name();
     ctx.target.drop_subscription(&name).await?;
     ctx.source.drop_publication_and_slot(&name).await?;
+    drop_slot(&ctx.source, &slot_name(&name)).await?;
     ctx.source.drop_marker(ctx.job).await?;
     ctx.target.drop_marker(ctx.job).await?;
     let mut deleted = 0;
@@ -39,7 +41,7 @@ pub(super) async fn cleanup(ctx: &mut Ctx<'_>) -> Result<u64, MoveError> {
             .move_objects()
             .await?
             .into_iter()
-            .filter(|o| o.ends_with(&format!(" {name}")))
+            .filter(|o| o.ends_with(&format!(" {name}")) || o.ends_with(&slot_name(&name)))
             .collect();
         if !left.is_empty() {
             return Err(MoveError::PostFlipInconsistent(format!(
@@ -96,6 +98,10 @@ pub(super) async fn rollback(ctx: &mut Ctx<'_>) -> Vec<String> {
     note(
         "dropping the publication",
         ctx.source.drop_publication_and_slot(&name).await,
+    );
+    note(
+        "dropping the verify slot",
+        drop_slot(&ctx.source, &slot_name(&name)).await,
     );
     note("deleting the marker", ctx.source.drop_marker(ctx.job).await);
     note("deleting the marker", ctx.target.drop_marker(ctx.job).await);
