@@ -3,8 +3,9 @@
 //! flips it only once every live proxy has seen the gate and reports none of the tenant's
 //! transactions open; a proxy is live while its `last_seen` is recent.
 //!
-//! One row per proxy process in `shardgate.proxies`, written every `poll_ms` and at once
-//! after each map swap (so a gate is acknowledged as soon as it is seen).
+//! One row per proxy process in `shardgate.proxies`, written every `poll_ms`, at once
+//! after each map swap (so a gate is acknowledged as soon as it is seen) and at once when a
+//! gated tenant's last open work ends (which the move is waiting for).
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -63,6 +64,9 @@ pub async fn run(
     open: Weak<OpenTransactions>,
 ) {
     let changes = map.changes();
+    let Some(drained) = open.upgrade().map(|o| o.drained()) else {
+        return;
+    };
     let mut client = None;
     loop {
         let Some(owner) = open.upgrade() else {
@@ -84,6 +88,7 @@ pub async fn run(
         let notified = changes.notified();
         tokio::select! {
             _ = notified => {}
+            _ = drained.notified() => {}
             _ = tokio::time::sleep(every) => {}
         }
     }

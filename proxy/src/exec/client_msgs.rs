@@ -366,6 +366,9 @@ impl Session<'_> {
     /// server's transaction is made to fail with the same error (so a later COMMIT commits
     /// nothing, exactly as after any error); otherwise the proxy answers alone.
     fn refuse(&mut self, plan: &Plan<'_>, r: Refusal) {
+        if !self.in_transaction() {
+            self.end_txn_tenants();
+        }
         match plan {
             Plan::Bind { .. } => self.refuse_bind(r),
             Plan::DescribeStatement { .. } | Plan::Pass { .. } => {
@@ -467,6 +470,9 @@ impl Session<'_> {
     }
 
     fn fail_without_server(&mut self, plan: &Plan<'_>, e: &crate::backend::BackendError) {
+        if !self.in_transaction() {
+            self.end_txn_tenants();
+        }
         let mut answer = BytesMut::new();
         PgError::error(e.sqlstate(), e.to_string()).encode(&mut answer);
         let ends_with_ready = matches!(

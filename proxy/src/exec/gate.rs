@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use shardgate_catalog::{ShardMap, TenantKey, TenantState};
 
-use super::route::Refusal;
+use super::route::{Decision, Refusal, Target};
 use super::session::Session;
 
 /// The SQLSTATE of SG005.
@@ -79,43 +79,69 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// Transactions open per tenant on this proxy (every session's, counted once per tenant a
-/// transaction routed a statement for). The heartbeat reports them for gated tenants, so a
-/// move flips only once no transaction of the tenant is still running on the old shard.
+/// Work open per tenant on this proxy, every session's: transactions (counted once per
+/// tenant they routed a statement for) and single statements on their way to a shard (from
+/// routing to their ReadyForQuery). The heartbeat reports them for gated tenants, so a
+/// move fences the old shard only once nothing of the tenant can still reach it.
 #[derive(Default)]
 pub struct OpenTransactions {
-    open: Mutex<HashMap<TenantKey, usize>>,
+    open: Mutex<Open>,
+    /// Woken when a gated tenant's last open work ends: the heartbeat reports it at once,
+    /// since the move is waiting for exactly that.
+    drained: std::sync::Arc<tokio::sync::Notify>,
+}
+
+#[derive(Default)]
+struct Open {
+    counts: HashMap<TenantKey, usize>,
+    /// The tenants gated in the map the heartbeat last saw.
+    gated: Vec<TenantKey>,
 }
 
 impl OpenTransactions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantKey, usize>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn begin(&self, tenant: &TenantKey) {
-        *self.lock().entry(tenant.clone()).or_insert(0) += 1;
+        *self.lock().counts.entry(tenant.clone()).or_insert(0) += 1;
     }
 
     fn end(&self, tenant: &TenantKey) {
         let mut open = self.lock();
-        if let Some(n) = open.get_mut(tenant) {
+        if let Some(n) = open.counts.get_mut(tenant) {
             *n -= 1;
             if *n == 0 {
-                open.remove(tenant);
+                open.counts.remove(tenant);
+                if open.gated.contains(tenant) {
+                    self.drained.notify_one();
+                }
             }
         }
     }
 
-    /// Open transactions of the tenants `map` says are gated.
+    /// Open work of the tenants `map` says are gated; remembers which those are.
     pub fn of_gated(&self, map: &ShardMap) -> Vec<(TenantKey, usize)> {
-        let mut out: Vec<_> = self
-            .lock()
+        let gated: Vec<TenantKey> = map
+            .tenants()
+            .filter(|(_, _, state)| *state == TenantState::Gated)
+            .map(|(t, _, _)| t.clone())
+            .collect();
+        let mut open = self.lock();
+        let mut out: Vec<_> = open
+            .counts
             .iter()
-            .filter(|(t, _)| is_gated(map, t))
+            .filter(|(t, _)| gated.contains(t))
             .map(|(t, n)| (t.clone(), *n))
             .collect();
+        open.gated = gated;
         out.sort();
         out
+    }
+
+    /// Notified when a gated tenant's open work drops to none.
+    pub fn drained(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.drained.clone()
     }
 }
 
@@ -184,10 +210,41 @@ impl Session<'_> {
         }
     }
 
+    /// After routing a statement. Outside a transaction already running on a shard, the
+    /// tenants it was routed for stay counted as open work until its ReadyForQuery (see
+    /// [`OpenTransactions`]), so the heartbeat does not acknowledge a gate while the
+    /// statement is on its way to the old shard. Counting first and reading the map again
+    /// after closes the race with a gate that lands between the two: either the heartbeat
+    /// that acknowledged the gate saw the count, or this sees the gate and holds the
+    /// statement, uncounted (the move would otherwise wait for it).
+    pub(super) fn settle_in_flight(&mut self, decision: Decision) -> Decision {
+        if self.txn_tenants.is_empty() || self.in_pinned_transaction() {
+            return decision;
+        }
+        if !matches!(decision, Decision::Go(Target::Shard(_))) {
+            // Nothing goes out for them (a transaction keeps its count until it ends).
+            if !self.in_transaction() {
+                self.end_txn_tenants();
+            }
+            return decision;
+        }
+        let map = self.ctx.routing.map.load();
+        match self.txn_tenants.iter().find(|t| is_gated(&map, t)).cloned() {
+            Some(t) => {
+                // Nothing of a transaction that is not pinned has run yet: every tenant
+                // it counted came from this statement.
+                self.end_txn_tenants();
+                Decision::Hold(t)
+            }
+            None => decision,
+        }
+    }
+
     /// The transaction ended (or the session did): its tenants are no longer counted.
     pub(super) fn end_txn_tenants(&mut self) {
-        for t in std::mem::take(&mut self.txn_tenants) {
-            self.ctx.routing.open_txns.end(&t);
+        let open = &self.ctx.routing.open_txns;
+        for t in self.txn_tenants.drain(..) {
+            open.end(&t);
         }
     }
 }
@@ -222,8 +279,8 @@ mod tests {
         open.begin(&t);
         open.begin(&t);
         open.end(&t);
-        assert_eq!(open.lock().get(&t), Some(&1));
+        assert_eq!(open.lock().counts.get(&t), Some(&1));
         open.end(&t);
-        assert!(open.lock().is_empty());
+        assert!(open.lock().counts.is_empty());
     }
 }

@@ -137,6 +137,11 @@ impl Session<'_> {
     }
 
     fn route_classified(&mut self, sql: &[u8], classified: &Classified) -> Decision {
+        let decision = self.route_statements(sql, classified);
+        self.settle_in_flight(decision)
+    }
+
+    fn route_statements(&mut self, sql: &[u8], classified: &Classified) -> Decision {
         self.rls_tenant = None;
         let map = self.ctx.routing.map.load();
         let single = classified.statements.len() == 1;
@@ -160,8 +165,6 @@ impl Session<'_> {
         };
         let aligned = has_set && parts.len() == classified.statements.len();
         let mut acc = Decision::Go(Target::Any);
-        // A BEGIN earlier in the string opens the transaction the later statements run in.
-        let mut begun = false;
         for (i, info) in classified.statements.iter().enumerate() {
             let route = match self.route_statement(&map, info, None, guc.clone()) {
                 Ok((r, rls)) => {
@@ -172,10 +175,9 @@ impl Session<'_> {
                 }
                 Err(refusal) => return Decision::Refuse(refusal),
             };
-            if begun || self.in_transaction() {
-                self.note_txn_route(&route);
-            }
-            begun |= info.template.kind == StatementKind::Begin;
+            // In a transaction until it ends, outside one until the statement's
+            // ReadyForQuery (see `settle_in_flight`).
+            self.note_txn_route(&route);
             let next = self.finish_decision(self.decide(route, single), map.shards().len());
             acc = match (acc, next) {
                 (Decision::Go(Target::Any), next) => next,
@@ -244,13 +246,12 @@ impl Session<'_> {
                 let decision = match route {
                     Route::FanOut(shards) if shards.len() > 1 => Decision::FanOut(shards),
                     route => {
-                        if self.in_transaction() {
-                            self.note_txn_route(&route);
-                        }
+                        self.note_txn_route(&route);
                         self.decide(route, false)
                     }
                 };
-                self.finish_decision(decision, map.shards().len())
+                let decision = self.finish_decision(decision, map.shards().len());
+                self.settle_in_flight(decision)
             }
             Err(refusal) => Decision::Refuse(refusal),
         }
@@ -333,7 +334,7 @@ impl Session<'_> {
         }
     }
 
-    fn in_pinned_transaction(&self) -> bool {
+    pub(super) fn in_pinned_transaction(&self) -> bool {
         self.txn_shard().is_some()
     }
 
@@ -439,8 +440,8 @@ fn access(kind: StatementKind) -> Access {
 }
 
 impl Session<'_> {
-    /// For a statement inside a transaction: its tenant counts as having an open
-    /// transaction here until the transaction ends.
+    /// Its tenant counts as having open work here: until the transaction ends, or
+    /// outside one until the statement's ReadyForQuery.
     fn note_txn_route(&mut self, route: &Route) {
         match route {
             Route::Single {
