@@ -13,14 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::client;
-use shardctl::move_cmd::{self, Hooks, MoveError, MoveOutcome, MoveRequest, Phase, Progress};
+use common::moves::{Fleet, WriterLog, hooks_for, load, update};
+use shardctl::move_cmd::{self, Hooks, MoveError, MoveOutcome, MoveRequest, Phase};
+use shardgate_catalog::TenantState;
 use shardgate_catalog::db::{self, jobs::JobState};
-use shardgate_catalog::{TenantKey, TenantState};
-use shardgate_e2e::CatalogFleet;
-use tokio_postgres::Client;
-
-const SCHEMA: &str = "create table orders (tenant_id bigint not null, id bigint not null, \
-                      note text, primary key (tenant_id, id))";
 
 /// The tenant that moves.
 const T: i64 = 4242;
@@ -28,117 +24,10 @@ const T_ROWS: i64 = 10_000;
 /// Other tenants written alongside it.
 const OTHERS: std::ops::RangeInclusive<i64> = 1..=12;
 
-/// The catalog fleet of the harness, with this file's helpers.
-struct Fleet(CatalogFleet);
-
-impl std::ops::Deref for Fleet {
-    type Target = CatalogFleet;
-    fn deref(&self) -> &CatalogFleet {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Fleet {
-    fn deref_mut(&mut self) -> &mut CatalogFleet {
-        &mut self.0
-    }
-}
-
-impl Fleet {
-    /// 4 shards (wal_level = logical) registered in a catalog, and a proxy that reads its
-    /// map from there.
-    async fn start(poll_ms: u64) -> Fleet {
-        Fleet(CatalogFleet::start(SCHEMA, &["orders"], poll_ms, |_| {}).await)
-    }
-
-    /// The shard index the catalog's map gives tenant `t`, and its state.
-    async fn placement(&self, t: i64) -> (usize, TenantState) {
-        let map = db::load_map(&mut self.catalog_client().await)
-            .await
-            .unwrap();
-        let p = map.locate(&TenantKey::Int(t)).unwrap();
-        (p.shard as usize, p.state)
-    }
-
-    /// Tenant `t`'s rows on shard `i`, read directly: id -> note.
-    async fn rows_on(&self, i: usize, t: i64) -> HashMap<i64, String> {
-        self.fx
-            .connect_shard(i)
-            .await
-            .query("select id, note from orders where tenant_id = $1", &[&t])
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect()
-    }
-
-    /// Publications, subscriptions and slots named sg_move_% on every shard.
-    async fn move_leftovers(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for i in 0..4 {
-            let c = self.fx.connect_shard(i).await;
-            for r in c
-                .query(
-                    "select 'publication ' || pubname from pg_publication \
-                     where pubname like 'sg\\_move\\_%' \
-                     union all select 'subscription ' || subname from pg_subscription \
-                     where subname like 'sg\\_move\\_%' \
-                     union all select 'slot ' || slot_name from pg_replication_slots \
-                     where slot_name like 'sg\\_move\\_%'",
-                    &[],
-                )
-                .await
-                .unwrap()
-            {
-                out.push(format!("s{i}: {}", r.get::<_, String>(0)));
-            }
-        }
-        out
-    }
-}
-
-/// The state the proxy's map gives `tenant`, from the admin console.
-async fn state_seen(admin_url: &str, tenant: i64) -> String {
-    let Ok((admin, conn)) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await else {
-        return String::new();
-    };
-    tokio::spawn(conn);
-    let Ok(rows) = admin.simple_query(&format!("show tenant {tenant}")).await else {
-        return String::new();
-    };
-    rows.iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get("state").map(str::to_owned),
-            _ => None,
-        })
-        .unwrap_or_default()
-}
-
-/// The proxy has no catalog heartbeat on this branch: the gate also waits until its admin
-/// console shows the tenant gated.
+/// Besides the proxy's catalog heartbeat, the gate also waits until its admin console
+/// shows the tenant gated.
 fn hooks(fleet: &Fleet) -> Hooks {
     hooks_for(fleet, T)
-}
-
-fn hooks_for(fleet: &Fleet, tenant: i64) -> Hooks {
-    let (user, password) = shardgate_e2e::ADMIN_USER;
-    let admin_url = fleet.proxy.url(user, password, "shardgate");
-    Hooks {
-        progress: Some(Arc::new(|p: &Progress| eprintln!("{p}"))),
-        gate_ack: Some(Arc::new(move |_version| {
-            let url = admin_url.clone();
-            Box::pin(async move { state_seen(&url, tenant).await == "gated" })
-        })),
-    }
-}
-
-/// What one writer had acknowledged: (tenant, id) -> the last note it wrote there.
-#[derive(Default)]
-struct WriterLog {
-    acked: HashMap<(i64, i64), String>,
-    failures: Vec<String>,
-    writes: u64,
 }
 
 /// Writer `w`: inserts and updates rows of T and of other tenants until `stop`, each id
@@ -201,30 +90,6 @@ async fn writer(proxy: tokio_postgres::Config, w: i64, stop: Arc<AtomicBool>) ->
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     log
-}
-
-async fn update(c: &Client, t: i64, id: i64, note: &str) -> Result<u64, tokio_postgres::Error> {
-    c.execute(
-        "update orders set note = $3 where tenant_id = $1 and id = $2",
-        &[&t, &id, &note],
-    )
-    .await
-}
-
-async fn load(c: &Client, t: i64, ids: std::ops::RangeInclusive<i64>) {
-    let ids: Vec<i64> = ids.collect();
-    for chunk in ids.chunks(500) {
-        let values: Vec<String> = chunk
-            .iter()
-            .map(|id| format!("({t}, {id}, 'init')"))
-            .collect();
-        c.batch_execute(&format!(
-            "insert into orders (tenant_id, id, note) values {}",
-            values.join(", ")
-        ))
-        .await
-        .unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -561,60 +426,6 @@ fn recorded(phase: Phase) -> &'static str {
 }
 
 impl Fleet {
-    /// Whether shard `i` has a fence row for tenant `t`.
-    async fn fenced(&self, i: usize, t: i64) -> bool {
-        let c = self.fx.connect_shard(i).await;
-        let has: Option<String> = c
-            .query_one("select to_regclass('shardgate.fence')::text", &[])
-            .await
-            .unwrap()
-            .get(0);
-        has.is_some()
-            && c.query_one(
-                "select count(*) from shardgate.fence where tenant_id = $1",
-                &[&t.to_string()],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-                > 0
-    }
-
-    /// Marker rows of job `job` on every shard.
-    async fn markers(&self, job: i64) -> Vec<usize> {
-        let mut out = Vec::new();
-        for i in 0..4 {
-            let c = self.fx.connect_shard(i).await;
-            let has: Option<String> = c
-                .query_one("select to_regclass('shardgate.move_marker')::text", &[])
-                .await
-                .unwrap()
-                .get(0);
-            if has.is_none() {
-                continue;
-            }
-            let n: i64 = c
-                .query_one(
-                    "select count(*) from shardgate.move_marker where job_id = $1",
-                    &[&job],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            if n > 0 {
-                out.push(i);
-            }
-        }
-        out
-    }
-
-    async fn job(&self, job: i64) -> (JobState, String) {
-        let j = db::jobs::get_job(&self.catalog_client().await, job)
-            .await
-            .unwrap();
-        (j.state, j.phase)
-    }
-
     /// The tenant moved: on the target only, active, with exactly `want`; nothing of the
     /// move left anywhere; the job done.
     async fn assert_moved(&self, t: i64, job: i64, target: usize, want: &HashMap<i64, String>) {
