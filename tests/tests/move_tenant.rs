@@ -1,4 +1,4 @@
-//! `shardctl move` end to end: a tenant with 10,000 rows moves to another shard while eight
+//! `shardctl move` end to end: a tenant with 100,000 rows moves to another shard while eight
 //! clients keep inserting and updating through the proxy, and not one statement fails, not
 //! one acknowledged write is lost or duplicated, and nothing of the move is left behind. A
 //! move the plan refuses, and a dry run, change nothing; a gate that times out rolls back.
@@ -19,7 +19,7 @@ use shardgate_catalog::db::{self, jobs::JobState};
 
 /// The tenant that moves.
 const T: i64 = 4242;
-const T_ROWS: i64 = 10_000;
+const T_ROWS: i64 = 100_000;
 /// Other tenants written alongside it.
 const OTHERS: std::ops::RangeInclusive<i64> = 1..=12;
 
