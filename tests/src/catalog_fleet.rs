@@ -103,4 +103,47 @@ impl CatalogFleet {
         }
         out
     }
+
+    /// The config file of another proxy of this fleet (a [`crate::ProxyProcess`]): the
+    /// fixture's users and settings, the in-process proxy's `[catalog]` and sharded tables,
+    /// no `[[shards]]`, listening on a port the kernel picks; then `tweak` on the TOML.
+    pub fn proxy_toml(&self, tweak: impl FnOnce(&mut toml::Table)) -> String {
+        let mut t: toml::Table = self.fx.toml.parse().expect("the fixture's TOML parses");
+        t.remove("shards");
+        let config = &self.proxy.config;
+        let catalog = config
+            .catalog
+            .as_ref()
+            .expect("a catalog fleet has a catalog");
+        let table = |pairs: Vec<(&str, toml::Value)>| {
+            toml::Value::Table(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+        };
+        t.insert(
+            "catalog".into(),
+            table(vec![
+                ("url", catalog.url.clone().into()),
+                ("poll_ms", (catalog.poll_ms as i64).into()),
+            ]),
+        );
+        let section = |t: &toml::Table, name: &str| -> toml::Table {
+            t.get(name)
+                .and_then(|v| v.as_table())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut proxy = section(&t, "proxy");
+        proxy.insert("listen".into(), "127.0.0.1:0".into());
+        t.insert("proxy".into(), toml::Value::Table(proxy));
+        let mut sharding = section(&t, "sharding");
+        sharding.insert(
+            "sharded_tables".into(),
+            config.sharding.sharded_tables.clone().into(),
+        );
+        t.insert("sharding".into(), toml::Value::Table(sharding));
+        tweak(&mut t);
+        let text = toml::to_string(&t).expect("TOML serialises");
+        shardgate::config::Config::from_toml(&text)
+            .unwrap_or_else(|e| panic!("the fleet's proxy config is invalid: {e}\n{text}"));
+        text
+    }
 }

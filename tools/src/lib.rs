@@ -5,6 +5,7 @@
 //! - [`catalog_cmd`]: `shardctl init`, `shard add`, `tenant set` on the catalog database.
 //! - [`place_cmd`]: `shardctl shard list`, `place`, `tenant add`: capacity and placement.
 //! - [`move_cmd`]: `shardctl move` (online tenant move) and `shardctl jobs`.
+//! - [`verify_cmd`]: `shardctl verify`, one tenant's rows compared on two shards.
 
 pub mod catalog_cmd;
 pub mod demo;
@@ -12,3 +13,4 @@ pub mod dev;
 pub mod move_cmd;
 pub mod pg;
 pub mod place_cmd;
+pub mod verify_cmd;

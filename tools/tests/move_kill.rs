@@ -2,7 +2,7 @@
 //! move and `--abort` restores the source, with no row lost either way. A live proxy
 //! heartbeat that never acknowledges the gate (a row in `shardgate.proxies`) keeps each
 //! move from flipping on its own, so the kill always lands before the flip; the in-process
-//! phase-by-phase cases are in `tests/tests/move_tenant.rs`.
+//! phase-by-phase cases are in `tests/tests/move_resume.rs`.
 
 use std::collections::BTreeMap;
 use std::process::Stdio;

@@ -3,62 +3,13 @@
 //! from `tenant add`, and `shard list`. The placement logic itself is tested end to end in
 //! `tests/tests/placement.rs`.
 
-use std::process::Output;
+mod common;
 
+use common::{fails, ok, run};
 use serde_json::{Value, json};
 use shardctl::pg::{PgCluster, PgOptions};
 use shardgate_catalog::ShardState;
 use shardgate_catalog::db::{self, ShardRef};
-
-const SHARDCTL: &str = env!("CARGO_BIN_EXE_shardctl");
-
-/// Runs `shardctl ARGS` with `SHARDGATE_CATALOG` set to `catalog`.
-async fn shardctl(catalog: &str, args: &[&str]) -> Output {
-    tokio::process::Command::new(SHARDCTL)
-        .args(args)
-        .env("SHARDGATE_CATALOG", catalog)
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .expect("shardctl could not be started")
-}
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(self.stdout.trim())
-            .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {}", self.stdout))
-    }
-}
-
-async fn run(catalog: &str, args: &[&str]) -> Run {
-    let out = shardctl(catalog, args).await;
-    Run {
-        code: out.status.code().expect("shardctl was killed by a signal"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Asserts the exit code and that stderr leads with `e_code`.
-fn fails(r: &Run, exit: i32, e_code: &str) {
-    assert_eq!(r.code, exit, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
-    assert!(
-        r.stderr.starts_with(&format!("{e_code}: ")),
-        "stderr should lead with {e_code}: {}",
-        r.stderr
-    );
-}
-
-fn ok(r: &Run) {
-    assert_eq!(r.code, 0, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn place_and_tenant_add_exit_with_their_documented_codes() {

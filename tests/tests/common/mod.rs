@@ -2,8 +2,11 @@
 //! clients with their own connection options, and a way to kill the proxy's server
 //! connections from the shard's side.
 //!
-//! Each test file compiles this module on its own and uses only part of it.
+//! Each test file compiles this module on its own and uses only part of it; [`moves`]
+//! holds what the tenant-move tests share.
 #![allow(dead_code)]
+
+pub mod moves;
 
 use std::future::Future;
 use std::time::Duration;

@@ -10,6 +10,7 @@ use shardctl::catalog_cmd::{self, Format, Report};
 use shardctl::dev;
 use shardctl::move_cmd::{self, MoveRequest};
 use shardctl::place_cmd::{self, EXIT_CODES_HELP};
+use shardctl::verify_cmd::{self, VerifyRequest};
 use shardgate_catalog::db::{InitOptions, NewShard};
 use shardgate_catalog::{KeyType, Strategy, TenantState};
 use tokio::signal::unix::{SignalKind, signal};
@@ -67,6 +68,12 @@ enum Command {
     },
     /// Move one tenant's rows to another shard while clients keep writing (online).
     Move(MoveArgs),
+    /// Compare one tenant's rows on two shards: per sharded table, row count and checksum.
+    ///
+    /// Exit 0 when every table is equal; 13 (E_VERIFY_MISMATCH) with the per-table report
+    /// when any differs or is missing on one side; 2 (E_INVALID) for an unknown shard,
+    /// 3 (E_CATALOG) and 4 (E_SHARD) when the catalog or a shard fails.
+    Verify(VerifyArgs),
     /// Long-running jobs (moves): running ones, or all with --all.
     Jobs {
         #[command(flatten)]
@@ -109,6 +116,21 @@ struct MoveArgs {
     /// Undo job JOB (only before its flip).
     #[arg(long, value_name = "JOB")]
     abort: Option<i64>,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    catalog: CatalogArgs,
+    /// The tenant to compare, read as the catalog's key_type.
+    #[arg(long, allow_hyphen_values = true)]
+    tenant: String,
+    /// A shard name (or id); give it twice, once per side.
+    #[arg(long = "shard", value_name = "NAME", required = true)]
+    shards: Vec<String>,
+    /// The column that holds the tenant key on the shards.
+    #[arg(long, default_value = move_cmd::DEFAULT_KEY_COLUMN)]
+    key_column: String,
 }
 
 /// Where the catalog is and how to print; every catalog command takes these.
@@ -364,6 +386,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             return Ok(place_cmd::finish(result, catalog.format));
         }
         Command::Move(args) => move_tenant(args).await,
+        Command::Verify(args) => return Ok(verify(args).await),
         Command::Jobs { catalog, all } => {
             print(
                 move_cmd::jobs::list(&catalog.catalog, all).await?,
@@ -406,6 +429,34 @@ async fn move_tenant(args: MoveArgs) {
             std::process::exit(e.exit_code());
         }
     }
+}
+
+/// Prints the comparison either way; a difference or a failure exits with its move code.
+async fn verify(args: VerifyArgs) -> ExitCode {
+    let req = VerifyRequest {
+        tenant: args.tenant,
+        shards: args.shards,
+        key_column: args.key_column,
+    };
+    let format = args.catalog.format;
+    let result = verify_cmd::verify(&args.catalog.catalog, &req).await;
+    let failed = match result {
+        Ok(verified) => {
+            println!("{}", verified.render(format));
+            match verified.mismatch() {
+                Ok(()) => return ExitCode::SUCCESS,
+                Err(e) => e,
+            }
+        }
+        Err(e) => {
+            if format == Format::Json {
+                println!("{}", verify_cmd::failure_json(&e));
+            }
+            e
+        }
+    };
+    eprintln!("{}: {failed}", failed.code());
+    ExitCode::from(failed.exit_code().clamp(0, 255) as u8)
 }
 
 fn print(report: impl Report, format: Format) {
