@@ -176,7 +176,7 @@ impl Tracker {
                 true => full_check(ctx, t).await?,
                 false => recheck(ctx, t, pending).await?,
             }
-            tracing::info!(
+            tracing::debug!(
                 table = %t.display_name(),
                 keys = pending.keys.len(),
                 full = pending.full,
