@@ -74,11 +74,16 @@ pub(crate) fn lex<'a, 'k>(
 }
 
 /// The highest `$n` between `start` and the next `;`: a cheap upper bound for the common case.
+/// A string without any `$` (most simple queries) is settled by one search.
 fn prescan_params(sql: &[u8], start: usize) -> u32 {
-    let end = memchr::memchr(b';', &sql[start..]).map_or(sql.len(), |p| start + p);
+    let rest = &sql[start..];
+    let Some(first) = memchr::memchr(b'$', rest) else {
+        return 0;
+    };
+    let end = memchr::memchr(b';', rest).unwrap_or(rest.len());
     let mut max = 0;
-    for at in memchr::memchr_iter(b'$', &sql[start..end]) {
-        let (n, _) = digits_value(&sql[start + at + 1..end]);
+    for at in memchr::memchr_iter(b'$', &rest[first.min(end)..end]) {
+        let (n, _) = digits_value(&rest[first + at + 1..end]);
         if n <= MAX_PARAM {
             max = max.max(n);
         }
