@@ -23,27 +23,44 @@ pub enum GucValue {
 
 /// Settings by lower-cased name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Gucs(BTreeMap<String, GucValue>);
+pub struct Gucs {
+    by_name: BTreeMap<String, GucValue>,
+    /// How many names are custom (`prefix.name`). The tenant setting is one and is looked up
+    /// for every routed statement, while most sessions set no custom setting at all: then
+    /// the lookup is settled without searching the map.
+    custom: usize,
+}
 
 impl Gucs {
     pub fn set(&mut self, name: &str, value: GucValue) {
-        self.0.insert(name.to_ascii_lowercase(), value);
+        let name = name.to_ascii_lowercase();
+        let custom = is_custom(&name);
+        if self.by_name.insert(name, value).is_none() && custom {
+            self.custom += 1;
+        }
     }
 
     pub fn remove(&mut self, name: &str) {
-        self.0.remove(&name.to_ascii_lowercase());
+        if self.by_name.remove(lowercase(name).as_ref()).is_some() && is_custom(name) {
+            self.custom -= 1;
+        }
     }
 
+    /// A name that is lower-case already, as configured names are, is looked up without a
+    /// copy.
     pub fn get(&self, name: &str) -> Option<&GucValue> {
-        self.0.get(&name.to_ascii_lowercase())
+        if self.custom == 0 && is_custom(name) {
+            return None;
+        }
+        self.by_name.get(lowercase(name).as_ref())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.by_name.is_empty()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &GucValue)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v))
+        self.by_name.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// The SQL that turns a server connection with settings `self` into one with
@@ -53,8 +70,8 @@ impl Gucs {
             return None;
         }
         let mut sql = String::new();
-        for (name, value) in &wanted.0 {
-            if self.0.get(name) == Some(value) {
+        for (name, value) in &wanted.by_name {
+            if self.by_name.get(name) == Some(value) {
                 continue;
             }
             match value {
@@ -71,10 +88,26 @@ impl Gucs {
                 }
             }
         }
-        for name in self.0.keys().filter(|n| !wanted.0.contains_key(*n)) {
+        for name in self
+            .by_name
+            .keys()
+            .filter(|n| !wanted.by_name.contains_key(*n))
+        {
             let _ = write!(sql, "RESET {};", quote_ident(name));
         }
         Some(sql)
+    }
+}
+
+fn is_custom(name: &str) -> bool {
+    name.contains('.')
+}
+
+fn lowercase(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
     }
 }
 
@@ -142,6 +175,21 @@ mod tests {
              SELECT pg_catalog.set_config('application_name', 'it''s', false);\
              RESET statement_timeout;"
         );
+    }
+
+    #[test]
+    fn custom_settings_are_found_until_removed() {
+        let mut g = gucs(&[("search_path", GucValue::Raw("a".into()))]);
+        assert_eq!(g.get("app.tenant_id"), None);
+        g.set("App.Tenant_ID", GucValue::Raw("7".into()));
+        g.set("app.tenant_id", GucValue::Raw("42".into()));
+        assert_eq!(g.get("APP.tenant_id"), Some(&GucValue::Raw("42".into())));
+        g.remove("app.TENANT_id");
+        assert_eq!(g.get("app.tenant_id"), None);
+        g.remove("app.tenant_id");
+        g.set("app.tenant_id", GucValue::Raw("1".into()));
+        assert_eq!(g.get("app.tenant_id"), Some(&GucValue::Raw("1".into())));
+        assert_eq!(g.get("search_path"), Some(&GucValue::Raw("a".into())));
     }
 
     #[test]

@@ -29,6 +29,13 @@ pub mod wire;
 
 pub use server::{ProxyError, run};
 
+/// Hash maps looked up on every statement (the template cache, prepared statements, pools,
+/// sharded tables). SipHash costs hundreds of instructions per SQL-text key; foldhash is
+/// several times cheaper and, randomly keyed per process, still resists keys chosen to
+/// collide (template and statement keys come from clients).
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 /// Locks a mutex, ignoring poisoning: a panic in one client's task must not turn every later
 /// lock of shared state into a panic for all other clients.
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -1,7 +1,6 @@
 //! One raw server connection: TCP, login (SCRAM, md5, password, trust) and the state the
 //! proxy keeps about it (its settings and which proxy-named statements it has prepared).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -38,7 +37,7 @@ pub struct ServerConn {
     /// Session settings the proxy applied beyond the server's defaults.
     pub(crate) gucs: Gucs,
     /// Proxy statement ids prepared here, with a use counter for least-recently-used eviction.
-    pub(crate) prepared: HashMap<u64, u64>,
+    pub(crate) prepared: crate::FastMap<u64, u64>,
     pub(crate) use_tick: u64,
     /// The proxy statement in this connection's unnamed statement slot, if known.
     pub(crate) unnamed: Option<u64>,
@@ -92,7 +91,7 @@ impl ServerConn {
             },
             params: Vec::new(),
             gucs: Gucs::default(),
-            prepared: HashMap::new(),
+            prepared: crate::FastMap::default(),
             use_tick: 0,
             unnamed: None,
             needs_reset: false,

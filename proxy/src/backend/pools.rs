@@ -1,7 +1,7 @@
 //! One pool per shard, created when the map first names the shard and replaced when its
 //! address changes (a new map version can move a shard to another server).
 
-use std::collections::HashMap;
+use crate::FastMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ pub struct PoolSettings {
 /// lock.
 pub struct Pools {
     settings: PoolSettings,
-    by_shard: ArcSwap<HashMap<ShardId, (String, Arc<Pool>)>>,
+    by_shard: ArcSwap<FastMap<ShardId, (String, Arc<Pool>)>>,
     /// Serialises the rare writers, so two sessions cannot make two pools for one shard.
     creating: Mutex<()>,
 }
@@ -32,7 +32,7 @@ impl Pools {
     pub fn new(settings: PoolSettings) -> Self {
         Self {
             settings,
-            by_shard: ArcSwap::from_pointee(HashMap::new()),
+            by_shard: ArcSwap::from_pointee(FastMap::default()),
             creating: Mutex::new(()),
         }
     }
@@ -60,7 +60,7 @@ impl Pools {
             s.idle_timeout,
         );
         // A replaced pool drains as its lent connections come back and are dropped.
-        let mut next = HashMap::clone(&self.by_shard.load());
+        let mut next = FastMap::clone(&self.by_shard.load());
         next.insert(shard.id, (shard.url.clone(), pool.clone()));
         self.by_shard.store(Arc::new(next));
         Ok(pool)

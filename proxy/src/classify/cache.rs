@@ -5,12 +5,11 @@
 //! dropped. Shapes in use survive every rotation, the cache never holds more than `capacity`
 //! entries, and a hit costs one hash lookup with no list to maintain.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::template::Template;
 
-type Map = HashMap<Arc<str>, Arc<Template>>;
+type Map = crate::FastMap<Arc<str>, Arc<Template>>;
 
 pub(crate) struct TemplateCache {
     gens: Mutex<Gens>,

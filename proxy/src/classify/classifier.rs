@@ -72,7 +72,6 @@ impl Classifier {
     /// Never fails: what cannot be understood comes back as `Unparsed` with no key.
     pub fn classify(&self, sql: &[u8]) -> Classified {
         let statements = lexer::lex(sql, &self.cfg.key_column)
-            .into_iter()
             .map(|l| {
                 let template = self.template_for(&l);
                 StatementInfo {

@@ -46,34 +46,44 @@ const MAX_RUN_TOKENS: u32 = 16_000;
 /// Bracket levels tracked separately; deeper ones share the last counter (overcounting).
 const RUN_LEVELS: usize = 48;
 
-/// Lexes every non-empty statement of `sql`.
-pub(crate) fn lex<'a>(sql: &'a [u8], key_column: &str) -> Vec<Lexed<'a>> {
-    let mut out = Vec::with_capacity(1);
+/// Lexes every non-empty statement of `sql`, one at a time (no list of its own: most
+/// strings hold one statement, and the caller collects what it keeps).
+pub(crate) fn lex<'a, 'k>(
+    sql: &'a [u8],
+    key_column: &'k str,
+) -> impl Iterator<Item = Lexed<'a>> + use<'a, 'k> {
     let mut start = 0;
-    while start < sql.len() {
-        let base = prescan_params(sql, start);
-        let (mut stmt, end) = StmtLexer::new(sql, start, base, key_column).run();
-        if stmt.max_param > stmt.base {
-            // The prescan stops at the first `;`, which may sit inside a string: redo this
-            // statement with a base above every parameter it really uses.
-            stmt = StmtLexer::new(sql, start, stmt.max_param, key_column)
-                .run()
-                .0;
+    std::iter::from_fn(move || {
+        while start < sql.len() {
+            let base = prescan_params(sql, start);
+            let (mut stmt, end) = StmtLexer::new(sql, start, base, key_column).run();
+            if stmt.max_param > stmt.base {
+                // The prescan stops at the first `;`, which may sit inside a string: redo
+                // this statement with a base above every parameter it really uses.
+                stmt = StmtLexer::new(sql, start, stmt.max_param, key_column)
+                    .run()
+                    .0;
+            }
+            start = end;
+            if !stmt.normalized.is_empty() {
+                return Some(stmt);
+            }
         }
-        if !stmt.normalized.is_empty() {
-            out.push(stmt);
-        }
-        start = end;
-    }
-    out
+        None
+    })
 }
 
 /// The highest `$n` between `start` and the next `;`: a cheap upper bound for the common case.
+/// A string without any `$` (most simple queries) is settled by one search.
 fn prescan_params(sql: &[u8], start: usize) -> u32 {
-    let end = memchr::memchr(b';', &sql[start..]).map_or(sql.len(), |p| start + p);
+    let rest = &sql[start..];
+    let Some(first) = memchr::memchr(b'$', rest) else {
+        return 0;
+    };
+    let end = memchr::memchr(b';', rest).unwrap_or(rest.len());
     let mut max = 0;
-    for at in memchr::memchr_iter(b'$', &sql[start..end]) {
-        let (n, _) = digits_value(&sql[start + at + 1..end]);
+    for at in memchr::memchr_iter(b'$', &rest[first.min(end)..end]) {
+        let (n, _) = digits_value(&rest[first + at + 1..end]);
         if n <= MAX_PARAM {
             max = max.max(n);
         }
@@ -277,10 +287,12 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
     fn ident(&mut self) {
         let sql = self.sql;
         let start = self.pos;
-        let mut after = start + 1;
-        while after < sql.len() && IDENT_BYTE[sql[after] as usize] {
-            after += 1;
-        }
+        let after = start
+            + 1
+            + sql[start + 1..]
+                .iter()
+                .position(|&b| !IDENT_BYTE[b as usize])
+                .unwrap_or(sql.len() - start - 1);
         let len = after - start;
         if sql.get(after) == Some(&b'\'') {
             if len == 1 && matches!(sql[start], b'e' | b'E') {
@@ -352,7 +364,8 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
             self.pos = stop;
             return;
         }
-        let text = String::from_utf8_lossy(&sql[start..end]).into_owned();
+        // A number is ASCII: no UTF-8 validation needed.
+        let text = sql[start..end].iter().map(|&b| char::from(b)).collect();
         self.push_literal(start, text, false);
         self.pos = end;
     }
@@ -569,7 +582,7 @@ mod tests {
     use super::*;
 
     fn one(sql: &str) -> Lexed<'_> {
-        let mut v = lex(sql.as_bytes(), "tenant_id");
+        let mut v: Vec<_> = lex(sql.as_bytes(), "tenant_id").collect();
         assert_eq!(v.len(), 1, "{sql}");
         v.pop().unwrap()
     }
@@ -634,7 +647,7 @@ mod tests {
     #[test]
     fn splitting_respects_quotes_comments_and_dollar_quotes() {
         let sql = "select ';' ; set a = 'x;y' -- ;\n; select $q$ ; $q$; select $1; /* ; /* ; */ */ select 2;;";
-        let v = lex(sql.as_bytes(), "tenant_id");
+        let v: Vec<_> = lex(sql.as_bytes(), "tenant_id").collect();
         let n: Vec<_> = v.iter().map(|l| l.normalized.as_str()).collect();
         assert_eq!(
             n,
@@ -703,7 +716,7 @@ mod tests {
 
     #[test]
     fn empty_statements_are_skipped() {
-        assert!(lex(b"  ; -- x\n ; /* y */", "tenant_id").is_empty());
-        assert!(lex(b"", "tenant_id").is_empty());
+        assert!(lex(b"  ; -- x\n ; /* y */", "tenant_id").next().is_none());
+        assert!(lex(b"", "tenant_id").next().is_none());
     }
 }

@@ -409,7 +409,7 @@ mod tests {
     #[test]
     fn which_shapes_need_the_fallback_parse() {
         let normalized_parses = |sql: &str| {
-            let l = lex(sql.as_bytes(), "tenant_id").pop().unwrap();
+            let l = lex(sql.as_bytes(), "tenant_id").last().unwrap();
             parse_one(&l.normalized).is_some()
         };
         for sql in [
@@ -428,7 +428,7 @@ mod tests {
             "alter table t alter column a type bit(3)",
         ] {
             assert!(!normalized_parses(sql), "{sql}");
-            let l = lex(sql.as_bytes(), "tenant_id").pop().unwrap();
+            let l = lex(sql.as_bytes(), "tenant_id").last().unwrap();
             let text: Arc<str> = l.normalized.as_str().into();
             assert!(build(&l, text, "tenant_id").parsed, "{sql}");
         }

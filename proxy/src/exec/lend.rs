@@ -88,20 +88,24 @@ impl Session<'_> {
         {
             order.push(p.shard);
         }
-        let active: Vec<_> = map
+        // The active shards (all of them when none is) in turn, without a list of their own:
+        // this runs for every statement that names no tenant.
+        let active = map
             .shards()
             .iter()
             .filter(|s| s.state == ShardState::Active)
-            .map(|s| s.id)
-            .collect();
-        let all: Vec<_> = if active.is_empty() {
-            map.shards().iter().map(|s| s.id).collect()
-        } else {
-            active
+            .count();
+        let (eligible, n) = match active {
+            0 => (None, map.shards().len()),
+            n => (Some(ShardState::Active), n),
         };
         let start = self.ctx.any_counter.fetch_add(1, Ordering::Relaxed);
-        for i in 0..all.len() {
-            let s = all[(start + i) % all.len()];
+        let ids = map
+            .shards()
+            .iter()
+            .filter(|s| eligible.is_none_or(|state| s.state == state))
+            .map(|s| s.id);
+        for s in ids.clone().skip(start % n.max(1)).chain(ids).take(n) {
             if !order.contains(&s) {
                 order.push(s);
             }

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use shardgate_catalog::{KeyType, MapHandle, ShardId, ShardMap, TenantKey};
 
 use super::session::Session;
+use crate::FastSet;
 use crate::classify::{
     BindParams, Classified, Classifier, KeyValues, SessionCommand, StatementInfo, StatementKind,
     TableRef, scan_session_commands, split_statements,
@@ -39,25 +40,26 @@ pub struct Routing {
 /// Which tables are sharded: the configured list, or (when it is empty) the tables that
 /// have the key column, as discovered from a shard.
 pub struct ShardedTables {
-    configured: HashSet<String>,
-    discovered: ArcSwap<HashSet<String>>,
+    configured: FastSet<String>,
+    discovered: ArcSwap<FastSet<String>>,
     /// Sharded tables with row-level security enabled: statements on them get the tenant
     /// setting on the server, so policies that read it see the routed tenant.
-    rls: ArcSwap<HashSet<String>>,
+    rls: ArcSwap<FastSet<String>>,
 }
 
 impl ShardedTables {
     pub fn new(configured: &[String]) -> Self {
         Self {
             configured: configured.iter().map(|t| t.to_ascii_lowercase()).collect(),
-            discovered: ArcSwap::from_pointee(HashSet::new()),
-            rls: ArcSwap::from_pointee(HashSet::new()),
+            discovered: ArcSwap::from_pointee(FastSet::default()),
+            rls: ArcSwap::from_pointee(FastSet::default()),
         }
     }
 
     pub fn set_discovered(&self, tables: HashSet<String>, rls: HashSet<String>) {
-        self.discovered.store(Arc::new(tables));
-        self.rls.store(Arc::new(rls));
+        self.discovered
+            .store(Arc::new(tables.into_iter().collect()));
+        self.rls.store(Arc::new(rls.into_iter().collect()));
     }
 
     pub fn has_rls(&self, t: &TableRef) -> bool {
@@ -77,7 +79,7 @@ impl ShardedTables {
     }
 }
 
-fn contains(set: &HashSet<String>, t: &TableRef) -> bool {
+fn contains(set: &FastSet<String>, t: &TableRef) -> bool {
     set.contains(&t.name)
         || t.schema
             .as_ref()

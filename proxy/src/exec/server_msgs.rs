@@ -19,16 +19,15 @@ impl Session<'_> {
     /// Handles every complete message in the server's buffer.
     pub(super) fn on_server_data(&mut self) -> Result<(), SessionEnd> {
         let server = self.server.as_mut().expect("attached");
-        let shard = server.pool().shard().to_owned();
         let mut rbuf = std::mem::take(&mut server.conn_mut().rbuf);
-        let result = self.relay(&mut rbuf, &shard);
+        let result = self.relay(&mut rbuf);
         if let Some(server) = self.server.as_mut() {
             server.conn_mut().rbuf = rbuf;
         }
         result
     }
 
-    fn relay(&mut self, rbuf: &mut BytesMut, shard: &str) -> Result<(), SessionEnd> {
+    fn relay(&mut self, rbuf: &mut BytesMut) -> Result<(), SessionEnd> {
         // Forwarded frames are copied in runs: [run_start, pos) is forwarded and not yet copied.
         let mut pos = 0;
         let mut run_start = 0;
@@ -38,7 +37,7 @@ impl Session<'_> {
                 Ok(None) => break,
                 Err(source) => {
                     return Err(self.server_protocol_error(BackendError::Protocol {
-                        shard: shard.into(),
+                        shard: self.lent_shard_name(),
                         source,
                     }));
                 }
@@ -49,9 +48,10 @@ impl Session<'_> {
             let action = match self.replies.on_frame(tag, &mut fx) {
                 Ok(a) => a,
                 Err(e) => {
+                    let shard = self.lent_shard_name();
                     tracing::error!(shard, error = %e, "server reply out of step");
                     return Err(self.server_protocol_error(BackendError::Protocol {
-                        shard: shard.into(),
+                        shard,
                         source: wire::WireError::Malformed {
                             what: "unexpected reply",
                         },

@@ -275,12 +275,16 @@ impl Session<'_> {
     }
 
     fn server_io_error(&mut self, source: io::Error) -> SessionEnd {
-        let shard = self
-            .server
+        let shard = self.lent_shard_name();
+        self.server_lost(BackendError::Io { shard, source })
+    }
+
+    /// The name of the lent server's shard, for errors (empty when none is lent).
+    pub(super) fn lent_shard_name(&self) -> String {
+        self.server
             .as_ref()
             .map(|s| s.pool().shard().to_owned())
-            .unwrap_or_default();
-        self.server_lost(BackendError::Io { shard, source })
+            .unwrap_or_default()
     }
 
     /// The server connection died under the client. The client is told with a FATAL error

@@ -1,12 +1,12 @@
 //! What the proxy remembers about one client between transactions: its settings and its
 //! named prepared statements (which live on whichever server connection serves it next).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use crate::FastMap;
 use crate::classify::{SessionCommand, StatementInfo};
 use crate::gucs::{GucValue, Gucs};
 
@@ -34,7 +34,7 @@ pub struct Statement {
 /// can never name another statement).
 #[derive(Debug, Default)]
 pub struct StatementRegistry {
-    by_body: Mutex<HashMap<Bytes, Arc<Statement>>>,
+    by_body: Mutex<FastMap<Bytes, Arc<Statement>>>,
     next: AtomicU64,
 }
 
@@ -108,7 +108,7 @@ pub struct ClientSession {
     /// Settings now in effect for the client.
     pub gucs: Gucs,
     /// The client's named statements by the client's name.
-    pub statements: HashMap<Bytes, Arc<Statement>>,
+    pub statements: FastMap<Bytes, Arc<Statement>>,
     /// The client's unnamed statement (its last `Parse ""`), prepared on a server only when
     /// a Bind or Describe shows where it must run.
     pub unnamed: Option<Arc<Statement>>,
@@ -137,7 +137,7 @@ impl ClientSession {
             database,
             gucs: startup.clone(),
             startup,
-            statements: HashMap::new(),
+            statements: FastMap::default(),
             unnamed: None,
             txn_status: b'I',
         }
