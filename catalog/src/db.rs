@@ -17,7 +17,7 @@ use tokio_postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row};
 
 pub use mutate::{
     AddedShard, NOTIFY_CHANNEL, NewShard, ShardRef, add_shard, bump_version, remove_tenant,
-    resolve_shard, set_copy_on, set_shard_state, set_tenant,
+    resolve_shard, set_copies_on, set_copy_on, set_shard_state, set_tenant, set_tenants,
 };
 pub use place::{
     AddedTenant, FleetLoad, PlaceError, SAFETY_FACTOR, ShardChoice, ShardLoad, add_tenant, choose,

@@ -145,7 +145,11 @@ async fn compare(
         let mut sums = [None, None];
         for (side, t) in sides.iter().enumerate() {
             if let Some(t) = t {
-                sums[side] = Some(shards[side].checksum(t, key_column, key).await?);
+                sums[side] = Some(
+                    shards[side]
+                        .checksum(t, key_column, std::slice::from_ref(key))
+                        .await?,
+                );
             }
         }
         out.push(TableCheck { table, sides: sums });

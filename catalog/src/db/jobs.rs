@@ -91,12 +91,12 @@ fn job_row(r: &Row) -> Result<Job, CatalogError> {
     })
 }
 
-/// Creates a running job of `kind` for `tenant`, in `phase`; refused while another job of
-/// the same tenant is running (its id is in the message, to resume or abort it).
+/// Creates a running job of `kind` for `tenants`, in `phase`; refused while another job of
+/// any of them is running (its id is in the message, to resume or abort it).
 pub async fn create_job(
     client: &mut Client,
     kind: &str,
-    tenant: &str,
+    tenants: &[String],
     spec_json: &str,
     phase: &str,
 ) -> Result<i64, CatalogError> {
@@ -110,14 +110,17 @@ pub async fn create_job(
         .map_err(q("taking the jobs lock"))?;
     let busy = tx
         .query_opt(
-            "SELECT job_id FROM shardgate.jobs \
-             WHERE state = 'running' AND spec->>'tenant' = $1 LIMIT 1",
-            &[&tenant],
+            "SELECT job_id, t FROM shardgate.jobs, \
+               jsonb_array_elements_text(coalesce(spec->'tenants', \
+                                                  jsonb_build_array(spec->>'tenant'))) AS t \
+             WHERE state = 'running' AND t = ANY ($1) LIMIT 1",
+            &[&tenants],
         )
         .await
         .map_err(q("looking for running jobs"))?;
     if let Some(r) = busy {
         let other: i64 = r.get(0);
+        let tenant: String = r.get(1);
         return Err(CatalogError::Invalid(format!(
             "tenant {tenant} already has running job {other}; resume it (--resume {other}) \
              or abort it (--abort {other})"
@@ -132,7 +135,11 @@ pub async fn create_job(
         .await
         .map_err(q("inserting the job"))?
         .get(0);
-    record_event(&tx, id, "job_started", Some(tenant), spec_json).await?;
+    let single = match tenants {
+        [one] => Some(one.as_str()),
+        _ => None,
+    };
+    record_event(&tx, id, "job_started", single, spec_json).await?;
     tx.commit().await.map_err(q("committing create_job"))?;
     Ok(id)
 }
@@ -229,22 +236,24 @@ pub struct ProxySeen {
 }
 
 /// The live proxies (heartbeat younger than 5 s) that have not yet acknowledged map
-/// `version` for `tenant`: they route on an older map, or still have transactions of the
-/// tenant open. Empty means every live proxy holds the tenant's statements at its gate.
+/// `version` for `tenants`: they route on an older map, or still have work of one of the
+/// tenants open. Empty means every live proxy holds the tenants' statements at its gate.
 pub async fn proxies_not_acknowledging(
     client: &impl GenericClient,
-    tenant: &str,
+    tenants: &[String],
     version: u64,
 ) -> Result<Vec<ProxySeen>, CatalogError> {
     let rows = client
         .query(
-            "SELECT proxy_id, map_version_seen, \
-                    coalesce((inflight_json->>$1)::bigint, 0) AS open \
-             FROM shardgate.proxies \
-             WHERE last_seen > now() - interval '5 seconds' \
-               AND (map_version_seen < $2 OR coalesce((inflight_json->>$1)::bigint, 0) > 0) \
+            "SELECT proxy_id, map_version_seen, open FROM ( \
+               SELECT proxy_id, map_version_seen, \
+                      coalesce((SELECT sum(value::bigint) FROM jsonb_each_text(inflight_json) \
+                                WHERE key = ANY ($1)), 0)::bigint AS open \
+               FROM shardgate.proxies \
+               WHERE last_seen > now() - interval '5 seconds') p \
+             WHERE map_version_seen < $2 OR open > 0 \
              ORDER BY proxy_id",
-            &[&tenant, &(version as i64)],
+            &[&tenants, &(version as i64)],
         )
         .await
         .map_err(CatalogError::query("reading proxy heartbeats"))?;

@@ -248,14 +248,41 @@ pub async fn set_tenant(
     shard: &ShardRef,
     state: TenantState,
 ) -> Result<u64, CatalogError> {
+    set_tenants(client, std::slice::from_ref(key), shard, state).await
+}
+
+/// [`set_tenant`] for a group in one transaction and one map version: a split's tenants
+/// are gated, and flipped, together.
+pub async fn set_tenants(
+    client: &mut Client,
+    keys: &[TenantKey],
+    shard: &ShardRef,
+    state: TenantState,
+) -> Result<u64, CatalogError> {
     let q = CatalogError::query;
     let tx = client
         .transaction()
         .await
         .map_err(q("starting set_tenant"))?;
     let version = bump_version(&tx).await?;
-    let id_text = key_text(key, load_settings(&tx).await?.key_type)?;
+    let key_type = load_settings(&tx).await?.key_type;
     let shard_id = resolve_shard(&tx, shard).await? as i32;
+    for key in keys {
+        let id_text = key_text(key, key_type)?;
+        set_tenant_row(&tx, &id_text, shard_id, state, version).await?;
+    }
+    tx.commit().await.map_err(q("committing set_tenant"))?;
+    Ok(version)
+}
+
+async fn set_tenant_row(
+    tx: &tokio_postgres::Transaction<'_>,
+    id_text: &str,
+    shard_id: i32,
+    state: TenantState,
+    version: u64,
+) -> Result<(), CatalogError> {
+    let q = CatalogError::query;
     tx.execute(
         // A tenant placed on the shard that held its copy leaves the copy on its old
         // home (a move's flip: the source keeps the rows until cleanup).
@@ -270,9 +297,7 @@ pub async fn set_tenant(
     .await
     .map_err(q("writing the tenant row"))?;
     let detail = format!("tenant {id_text} -> shard id {shard_id}, {state}");
-    event(&tx, "tenant_set", Some(&id_text), &detail, version).await?;
-    tx.commit().await.map_err(q("committing set_tenant"))?;
-    Ok(version)
+    event(tx, "tenant_set", Some(id_text), &detail, version).await
 }
 
 /// Records (or with `None` clears) a shard that holds a copy of `key`'s rows without
@@ -282,17 +307,41 @@ pub async fn set_copy_on(
     key: &TenantKey,
     shard: Option<&ShardRef>,
 ) -> Result<u64, CatalogError> {
+    set_copies_on(client, std::slice::from_ref(key), shard).await
+}
+
+/// [`set_copy_on`] for a group, in one transaction and one map version.
+pub async fn set_copies_on(
+    client: &mut Client,
+    keys: &[TenantKey],
+    shard: Option<&ShardRef>,
+) -> Result<u64, CatalogError> {
     let q = CatalogError::query;
     let tx = client
         .transaction()
         .await
         .map_err(q("starting set_copy_on"))?;
     let version = bump_version(&tx).await?;
-    let id_text = key_text(key, load_settings(&tx).await?.key_type)?;
+    let key_type = load_settings(&tx).await?.key_type;
     let shard_id = match shard {
         Some(s) => Some(resolve_shard(&tx, s).await? as i32),
         None => None,
     };
+    for key in keys {
+        let id_text = key_text(key, key_type)?;
+        set_copy_row(&tx, &id_text, shard_id, version).await?;
+    }
+    tx.commit().await.map_err(q("committing set_copy_on"))?;
+    Ok(version)
+}
+
+async fn set_copy_row(
+    tx: &tokio_postgres::Transaction<'_>,
+    id_text: &str,
+    shard_id: Option<i32>,
+    version: u64,
+) -> Result<(), CatalogError> {
+    let q = CatalogError::query;
     let n = tx
         .execute(
             "UPDATE shardgate.tenants SET copy_on = $2, updated_at = now() WHERE tenant_id = $1",
@@ -301,15 +350,13 @@ pub async fn set_copy_on(
         .await
         .map_err(q("writing copy_on"))?;
     if n == 0 {
-        return Err(CatalogError::UnknownTenant(id_text));
+        return Err(CatalogError::UnknownTenant(id_text.to_owned()));
     }
     let detail = match shard_id {
         Some(s) => format!("tenant {id_text}: a copy on shard id {s}"),
         None => format!("tenant {id_text}: no copy elsewhere"),
     };
-    event(&tx, "tenant_copy", Some(&id_text), &detail, version).await?;
-    tx.commit().await.map_err(q("committing set_copy_on"))?;
-    Ok(version)
+    event(tx, "tenant_copy", Some(id_text), &detail, version).await
 }
 
 /// Deletes `key`'s tenant row: under `hash` it goes back to its ring position, under

@@ -33,7 +33,8 @@ pub(super) struct Ctx<'h> {
     pub(super) catalog: Client,
     pub(super) hooks: &'h Hooks,
     pub(super) spec: Spec,
-    pub(super) key: TenantKey,
+    /// The tenants, parsed (one, or a group under one gate).
+    pub(super) keys: Vec<TenantKey>,
     pub(super) job: i64,
     pub(super) tables: Vec<Table>,
     pub(super) source: Shard,
@@ -68,7 +69,7 @@ impl Ctx<'_> {
             &self.catalog,
             self.job,
             kind,
-            Some(&self.spec.tenant),
+            self.spec.single(),
             &detail.to_string(),
         )
         .await?;
@@ -121,23 +122,21 @@ async fn run_inner(
 ) -> Result<MoveOutcome, MoveError> {
     let mut catalog = db::connect(catalog_url).await?;
     let key_type = db::load_settings(&catalog).await?.key_type;
-    let key = key_type.parse(&req.tenant)?;
+    let mut keys = req
+        .tenants
+        .iter()
+        .map(|t| key_type.parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    keys.sort();
+    keys.dedup();
     let map = db::load_map(&mut catalog).await?;
-    let placement = map
-        .locate(&key)
-        .map_err(|e| MoveError::Invalid(e.to_string()))?;
-    if placement.state != TenantState::Active {
-        return Err(MoveError::Invalid(format!(
-            "tenant {key} is {}; another move may be running (see `shardctl jobs`)",
-            placement.state
-        )));
-    }
+    let from = common_source(&map, &keys)?;
     let to = db::resolve_shard(&catalog, &ShardRef::from(req.to.as_str())).await?;
-    let (from_info, to_info) = (shard_info(&map, placement.shard)?, shard_info(&map, to)?);
-    if to == placement.shard {
+    let (from_info, to_info) = (shard_info(&map, from)?, shard_info(&map, to)?);
+    if to == from {
         return Err(MoveError::Invalid(format!(
-            "tenant {key} already lives on {}",
-            to_info.name
+            "tenant {} already lives on {}",
+            keys[0], to_info.name
         )));
     }
     if to_info.state != ShardState::Active {
@@ -147,7 +146,7 @@ async fn run_inner(
         )));
     }
     let spec = Spec {
-        tenant: key.to_string(),
+        tenants: keys.iter().map(ToString::to_string).collect(),
         from: from_info.id,
         from_name: from_info.name.clone(),
         to,
@@ -166,16 +165,17 @@ async fn run_inner(
         map_version: map.version(),
     };
     for t in &tables {
-        let on_target = target.count(t, &spec.key_column, &key).await?;
+        let on_target = target.count(t, &spec.key_column, &keys).await?;
         if on_target > 0 {
             return Err(MoveError::Invalid(format!(
-                "target {} already holds {on_target} rows of tenant {key} in {}; \
+                "target {} already holds {on_target} rows of tenant {} in {}; \
                  delete them first (a move never merges)",
                 target.name,
+                spec.label(),
                 t.display_name()
             )));
         }
-        let rows = source.count(t, &spec.key_column, &key).await?;
+        let rows = source.count(t, &spec.key_column, &keys).await?;
         plan.tables.push((t.display_name(), rows));
     }
     if req.dry_run {
@@ -184,7 +184,7 @@ async fn run_inner(
     let job = catalog_jobs::create_job(
         &mut catalog,
         "move",
-        &spec.tenant,
+        &spec.tenants,
         &spec.to_json().to_string(),
         Phase::Copy.as_str(),
     )
@@ -194,7 +194,7 @@ async fn run_inner(
         catalog,
         hooks,
         spec,
-        key,
+        keys,
         job,
         tables,
         source,
@@ -271,8 +271,10 @@ pub async fn abort(catalog_url: &str, job: i64, hooks: &Hooks) -> Result<MoveOut
     if phase.flipped() || (phase == Phase::Flip && flipped_already(&ctx).await?) {
         return Err(MoveError::Invalid(format!(
             "job {job} has flipped: tenant {} lives on {} now; to undo, move it back with \
-             `shardctl move --tenant {} --to {}`",
-            ctx.spec.tenant, ctx.spec.to_name, ctx.spec.tenant, ctx.spec.from_name
+             `shardctl move --tenant ID --to {}`",
+            ctx.spec.label(),
+            ctx.spec.to_name,
+            ctx.spec.from_name
         )));
     }
     if matches!(state, JobState::Done | JobState::Aborted) {
@@ -288,7 +290,7 @@ pub async fn abort(catalog_url: &str, job: i64, hooks: &Hooks) -> Result<MoveOut
     ctx.event("move_aborted", json!({})).await?;
     Ok(MoveOutcome::Aborted {
         job,
-        tenant: ctx.spec.tenant,
+        tenant: ctx.spec.label(),
     })
 }
 
@@ -307,10 +309,12 @@ async fn reopen<'h>(
     lock_job(&catalog, job).await?;
     let spec = Spec::from_json(&row.spec)?;
     let phase: Phase = row.phase.parse().map_err(MoveError::Invalid)?;
-    let key = db::load_settings(&catalog)
-        .await?
-        .key_type
-        .parse(&spec.tenant)?;
+    let key_type = db::load_settings(&catalog).await?.key_type;
+    let keys = spec
+        .tenants
+        .iter()
+        .map(|t| key_type.parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
     let map = db::load_map(&mut catalog).await?;
     let (from, to) = (shard_info(&map, spec.from)?, shard_info(&map, spec.to)?);
     let source = Shard::connect(&from.name, &from.url).await?;
@@ -320,7 +324,7 @@ async fn reopen<'h>(
         catalog,
         hooks,
         spec,
-        key,
+        keys,
         job,
         tables,
         source,
@@ -493,18 +497,23 @@ async fn copy(ctx: &mut Ctx<'_>) -> Result<(), MoveError> {
     ctx.source.prepare_marker(Some(ctx.job)).await?;
     ctx.target.prepare_marker(None).await?;
     ctx.source
-        .create_publication(&name, ctx.job, &ctx.tables, &ctx.spec.key_column, &ctx.key)
+        .create_publication(&name, ctx.job, &ctx.tables, &ctx.spec.key_column, &ctx.keys)
         .await?;
     // Before any row lands on the target: fan-out reads leave the copy out there. The
     // flip's set_tenant turns it around (the copy is then the source's, until cleanup).
-    db::set_tenant(
+    db::set_tenants(
         &mut ctx.catalog,
-        &ctx.key,
+        &ctx.keys,
         &ShardRef::Id(ctx.spec.from),
         TenantState::Active,
     )
     .await?;
-    db::set_copy_on(&mut ctx.catalog, &ctx.key, Some(&ShardRef::Id(ctx.spec.to))).await?;
+    db::set_copies_on(
+        &mut ctx.catalog,
+        &ctx.keys,
+        Some(&ShardRef::Id(ctx.spec.to)),
+    )
+    .await?;
     ctx.target
         .create_subscription(&name, &ctx.source.url)
         .await?;
@@ -518,7 +527,7 @@ async fn copy(ctx: &mut Ctx<'_>) -> Result<(), MoveError> {
         if done || last.elapsed() >= PROGRESS_EVERY {
             let mut rows = 0;
             for t in &ctx.tables {
-                rows += ctx.target.count(t, &ctx.spec.key_column, &ctx.key).await?;
+                rows += ctx.target.count(t, &ctx.spec.key_column, &ctx.keys).await?;
             }
             ctx.hooks.emit(Progress::Copied {
                 rows,
@@ -564,9 +573,9 @@ async fn gate_to_flip(ctx: &mut Ctx<'_>) -> Result<Duration, (Phase, MoveError)>
     ctx.source.prepare_fence().await.map_err(at(Phase::Gate))?;
     // So is the bulk of the verification: the gate then compares only what changed.
     let tracker = Tracker::start(ctx).await.map_err(at(Phase::Gate))?;
-    let version = db::set_tenant(
+    let version = db::set_tenants(
         &mut ctx.catalog,
-        &ctx.key,
+        &ctx.keys,
         &ShardRef::Id(ctx.spec.from),
         TenantState::Gated,
     )
@@ -598,14 +607,14 @@ async fn gate_to_flip(ctx: &mut Ctx<'_>) -> Result<Duration, (Phase, MoveError)>
     }
     mark("acknowledged");
     let wait = deadline.saturating_duration_since(Instant::now());
-    let (key_column, tenant, job) = (
+    let (key_column, tenants, job) = (
         ctx.spec.key_column.clone(),
-        ctx.spec.tenant.clone(),
+        ctx.spec.tenants.clone(),
         ctx.job,
     );
     if let Err(e) = ctx
         .source
-        .install_fence(&ctx.tables, &key_column, &tenant, job, wait)
+        .install_fence(&ctx.tables, &key_column, &tenants, job, wait)
         .await
     {
         return Err(match e.sqlstate() {
@@ -618,7 +627,7 @@ async fn gate_to_flip(ctx: &mut Ctx<'_>) -> Result<Duration, (Phase, MoveError)>
     // A fence left on the target by an earlier move away from it would reject the
     // tenant's writes there after the flip.
     ctx.target
-        .remove_fence(&tenant)
+        .remove_fence(&tenants)
         .await
         .map_err(at(Phase::Gate))?;
 
@@ -661,9 +670,9 @@ async fn gate_to_flip(ctx: &mut Ctx<'_>) -> Result<Duration, (Phase, MoveError)>
     mark("verified");
     ctx.checkpoint(Phase::Verify).map_err(at(Phase::Verify))?;
     ctx.enter(Phase::Flip).await.map_err(at(Phase::Flip))?;
-    let flipped = db::set_tenant(
+    let flipped = db::set_tenants(
         &mut ctx.catalog,
-        &ctx.key,
+        &ctx.keys,
         &ShardRef::Id(ctx.spec.to),
         TenantState::Active,
     )
@@ -705,7 +714,7 @@ async fn wait_acknowledged(
 ) -> Result<bool, MoveError> {
     loop {
         let pending =
-            catalog_jobs::proxies_not_acknowledging(&ctx.catalog, &ctx.spec.tenant, version)
+            catalog_jobs::proxies_not_acknowledging(&ctx.catalog, &ctx.spec.tenants, version)
                 .await?;
         let extra = match &ctx.hooks.gate_ack {
             Some(ack) => ack(version).await,
@@ -723,17 +732,44 @@ async fn wait_acknowledged(
     }
 }
 
-/// Whether the catalog already places the tenant on the target, active.
+/// Whether the catalog already places every tenant on the target, active.
 async fn flipped_already(ctx: &Ctx<'_>) -> Result<bool, MoveError> {
     let row = ctx
         .catalog
-        .query_opt(
-            "SELECT shard_id, state FROM shardgate.tenants WHERE tenant_id = $1",
-            &[&ctx.spec.tenant],
+        .query_one(
+            "SELECT count(*) FROM shardgate.tenants \
+             WHERE tenant_id = ANY ($1) AND shard_id = $2 AND state = 'active'",
+            &[&ctx.spec.tenants, &(ctx.spec.to as i32)],
         )
         .await
-        .map_err(|e| MoveError::Invalid(format!("reading the tenant row: {e}")))?;
-    Ok(row.is_some_and(|r| {
-        r.get::<_, i32>(0) as u32 == ctx.spec.to && r.get::<_, String>(1) == "active"
-    }))
+        .map_err(|e| MoveError::Invalid(format!("reading the tenant rows: {e}")))?;
+    Ok(row.get::<_, i64>(0) == ctx.spec.tenants.len() as i64)
+}
+
+/// The shard every tenant of the request lives on, active; a group moves from one shard.
+fn common_source(map: &ShardMap, keys: &[TenantKey]) -> Result<u32, MoveError> {
+    let mut from = None;
+    for key in keys {
+        let placement = map
+            .locate(key)
+            .map_err(|e| MoveError::Invalid(e.to_string()))?;
+        if placement.state != TenantState::Active {
+            return Err(MoveError::Invalid(format!(
+                "tenant {key} is {}; another move may be running (see `shardctl jobs`)",
+                placement.state
+            )));
+        }
+        match from {
+            Some((shard, first)) if shard != placement.shard => {
+                return Err(MoveError::Invalid(format!(
+                    "tenants {first} and {key} live on different shards; a group moves from \
+                     one shard"
+                )));
+            }
+            Some(_) => {}
+            None => from = Some((placement.shard, key)),
+        }
+    }
+    from.map(|(shard, _)| shard)
+        .ok_or_else(|| MoveError::Invalid("no tenant to move".into()))
 }

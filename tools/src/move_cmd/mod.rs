@@ -38,7 +38,8 @@ pub const DEFAULT_GATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// What `shardctl move` was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MoveRequest {
-    pub tenant: String,
+    /// One tenant, or a group (a split's) that moves under one gate.
+    pub tenants: Vec<String>,
     /// Target shard name (or id).
     pub to: String,
     pub keep_source: bool,
@@ -53,7 +54,7 @@ pub struct MoveRequest {
 impl MoveRequest {
     pub fn new(tenant: impl Into<String>, to: impl Into<String>) -> Self {
         MoveRequest {
-            tenant: tenant.into(),
+            tenants: vec![tenant.into()],
             to: to.into(),
             keep_source: false,
             max_lag: DEFAULT_MAX_LAG,
@@ -206,8 +207,8 @@ impl fmt::Display for Progress {
 /// What a job persists as its spec: everything a resume needs, none of it re-derived.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spec {
-    /// The tenant's canonical text.
-    pub tenant: String,
+    /// The tenants' canonical texts: one, or a group that moves under one gate.
+    pub tenants: Vec<String>,
     pub from: u32,
     pub from_name: String,
     pub to: u32,
@@ -219,9 +220,28 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// The tenants for people: `42`, or `3 tenants (1, 2, 3)`.
+    pub fn label(&self) -> String {
+        match self.tenants.as_slice() {
+            [one] => one.clone(),
+            many if many.len() <= 5 => format!("{} tenants ({})", many.len(), many.join(", ")),
+            many => format!("{} tenants ({}, …)", many.len(), many[..5].join(", ")),
+        }
+    }
+
+    /// The tenant of a one-tenant move (events name it).
+    pub fn single(&self) -> Option<&str> {
+        match self.tenants.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
+    /// Also names a one-tenant move's tenant as `tenant` (what `shardctl jobs` readers and
+    /// jobs written before group moves have).
     pub fn to_json(&self) -> Value {
-        json!({
-            "tenant": self.tenant,
+        let mut v = json!({
+            "tenants": self.tenants,
             "from": self.from_name,
             "from_id": self.from,
             "to": self.to_name,
@@ -230,7 +250,11 @@ impl Spec {
             "max_lag": self.max_lag,
             "gate_timeout": self.gate_timeout.as_millis() as u64,
             "key_column": self.key_column,
-        })
+        });
+        if let Some(one) = self.single() {
+            v["tenant"] = one.into();
+        }
+        v
     }
 
     pub fn from_json(text: &str) -> Result<Spec, MoveError> {
@@ -238,8 +262,18 @@ impl Spec {
         let v: Value = serde_json::from_str(text).map_err(|_| bad("JSON"))?;
         let s = |k: &str| v[k].as_str().map(str::to_owned).ok_or_else(|| bad(k));
         let n = |k: &str| v[k].as_u64().ok_or_else(|| bad(k));
+        let tenants = match v["tenants"].as_array() {
+            Some(list) => list
+                .iter()
+                .map(|t| t.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .filter(|l| !l.is_empty())
+                .ok_or_else(|| bad("tenants"))?,
+            // Jobs written before group moves.
+            None => vec![s("tenant")?],
+        };
         Ok(Spec {
-            tenant: s("tenant")?,
+            tenants,
             from: n("from_id")? as u32,
             from_name: s("from")?,
             to: n("to_id")? as u32,
@@ -289,7 +323,7 @@ impl Report for MoveOutcome {
                 let mut out = format!(
                     "plan: tenant {} from {} to {} (map version {}), max lag {} bytes, \
                      gate timeout {} ms{}\n",
-                    s.tenant,
+                    s.label(),
                     s.from_name,
                     s.to_name,
                     p.map_version,
@@ -310,7 +344,7 @@ impl Report for MoveOutcome {
             MoveOutcome::Moved(m) => format!(
                 "job {}: tenant {} moved from {} to {}; gate held {} ms; {} source rows {}",
                 m.job,
-                m.plan.spec.tenant,
+                m.plan.spec.label(),
                 m.plan.spec.from_name,
                 m.plan.spec.to_name,
                 m.gate_hold.as_millis(),
@@ -369,7 +403,7 @@ mod tests {
     #[test]
     fn spec_round_trips_through_json() {
         let spec = Spec {
-            tenant: "42".into(),
+            tenants: vec!["42".into(), "7".into()],
             from: 1,
             from_name: "s1".into(),
             to: 2,
@@ -381,6 +415,14 @@ mod tests {
         };
         let text = spec.to_json().to_string();
         assert_eq!(Spec::from_json(&text).unwrap(), spec);
+        let mut single = spec.clone();
+        single.tenants = vec!["42".into()];
+        let mut old = single.to_json();
+        assert_eq!(old["tenant"], "42");
+        old.as_object_mut().unwrap().remove("tenants");
+        assert_eq!(Spec::from_json(&old.to_string()).unwrap(), single);
+        assert_eq!(single.label(), "42");
+        assert_eq!(spec.label(), "2 tenants (42, 7)");
         assert!(matches!(
             Spec::from_json("{\"tenant\": 1}"),
             Err(MoveError::Invalid(_))

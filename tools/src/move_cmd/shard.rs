@@ -51,6 +51,18 @@ pub fn key_literal(key: &TenantKey) -> String {
     }
 }
 
+/// `col = key` for one tenant, `col IN (k1, k2, …)` for a group; `col` is SQL already
+/// (quoted, maybe qualified).
+pub fn key_filter(col: &str, keys: &[TenantKey]) -> String {
+    match keys {
+        [one] => format!("{col} = {}", key_literal(one)),
+        keys => format!(
+            "{col} IN ({})",
+            keys.iter().map(key_literal).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
 /// The name of the publication, subscription and slot of job `job`.
 pub fn object_name(job: i64) -> String {
     format!("sg_move_{job}")
@@ -179,18 +191,17 @@ impl Shard {
         }))
     }
 
-    /// Rows of the tenant in `table`.
+    /// Rows of the tenants in `table`.
     pub async fn count(
         &self,
         table: &Table,
         key_column: &str,
-        key: &TenantKey,
+        keys: &[TenantKey],
     ) -> Result<i64, MoveError> {
         let sql = format!(
-            "SELECT count(*) FROM {} WHERE {} = {}",
+            "SELECT count(*) FROM {} WHERE {}",
             table.sql_name(),
-            quote_ident(key_column),
-            key_literal(key)
+            key_filter(&quote_ident(key_column), keys)
         );
         let row = self
             .client
@@ -209,14 +220,13 @@ impl Shard {
         &self,
         table: &Table,
         key_column: &str,
-        key: &TenantKey,
+        keys: &[TenantKey],
     ) -> Result<(i64, String), MoveError> {
         let sql = format!(
             "SELECT count(*), coalesce(sum(hashtextextended(t::text, 0)), 0)::text \
-             FROM {} t WHERE {} = {}",
+             FROM {} t WHERE {}",
             table.sql_name(),
-            quote_ident(key_column),
-            key_literal(key)
+            key_filter(&quote_ident(key_column), keys)
         );
         let row = self
             .client
@@ -234,7 +244,7 @@ impl Shard {
         job: i64,
         tables: &[Table],
         key_column: &str,
-        key: &TenantKey,
+        keys: &[TenantKey],
     ) -> Result<(), MoveError> {
         let exists = self
             .one_text(
@@ -248,7 +258,7 @@ impl Shard {
         if exists.is_some() {
             return Ok(());
         }
-        let filter = format!("({} = {})", quote_ident(key_column), key_literal(key));
+        let filter = format!("({})", key_filter(&quote_ident(key_column), keys));
         let list = tables
             .iter()
             .map(|t| format!("{} WHERE {filter}", t.sql_name()))
@@ -448,7 +458,7 @@ impl Shard {
         &mut self,
         tables: &[Table],
         key_column: &str,
-        tenant: &str,
+        tenants: &[String],
         job: i64,
         wait: Duration,
     ) -> Result<(), MoveError> {
@@ -479,10 +489,14 @@ impl Shard {
                 quote_literal(key_column)
             ));
         }
+        let rows = tenants
+            .iter()
+            .map(|t| format!("({}, {job})", quote_literal(t)))
+            .collect::<Vec<_>>()
+            .join(", ");
         sql.push_str(&format!(
-            "INSERT INTO shardgate.fence (tenant_id, job_id) VALUES ({}, {job}) \
-             ON CONFLICT (tenant_id) DO UPDATE SET job_id = excluded.job_id, fenced_at = now();",
-            quote_literal(tenant)
+            "INSERT INTO shardgate.fence (tenant_id, job_id) VALUES {rows} \
+             ON CONFLICT (tenant_id) DO UPDATE SET job_id = excluded.job_id, fenced_at = now();"
         ));
         tx.batch_execute(&sql)
             .await
@@ -490,8 +504,8 @@ impl Shard {
         tx.commit().await.map_err(err("committing the fence"))
     }
 
-    /// Removes the tenant's fence row, if there is a fence here at all.
-    pub async fn remove_fence(&self, tenant: &str) -> Result<(), MoveError> {
+    /// Removes the tenants' fence rows, if there is a fence here at all.
+    pub async fn remove_fence(&self, tenants: &[String]) -> Result<(), MoveError> {
         let has = self
             .one_text(
                 "looking up the fence",
@@ -503,8 +517,8 @@ impl Shard {
         }
         self.client
             .execute(
-                "DELETE FROM shardgate.fence WHERE tenant_id = $1",
-                &[&tenant],
+                "DELETE FROM shardgate.fence WHERE tenant_id = ANY ($1)",
+                &[&tenants],
             )
             .await
             .map_err(self.err("removing the fence row"))?;
@@ -516,16 +530,15 @@ impl Shard {
         &self,
         table: &Table,
         key_column: &str,
-        key: &TenantKey,
+        keys: &[TenantKey],
     ) -> Result<u64, MoveError> {
         self.batch("bypassing the fence", "SET shardgate.fence_bypass = 'on'")
             .await?;
         let sql = format!(
-            "DELETE FROM {t} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {t} WHERE {k} = {v} \
+            "DELETE FROM {t} WHERE ctid = ANY (ARRAY(SELECT ctid FROM {t} WHERE {f} \
              LIMIT {DELETE_BATCH}))",
             t = table.sql_name(),
-            k = quote_ident(key_column),
-            v = key_literal(key)
+            f = key_filter(&quote_ident(key_column), keys)
         );
         let mut total = 0;
         loop {
@@ -594,6 +607,11 @@ mod tests {
     #[test]
     fn keys_become_literals_of_their_type() {
         assert_eq!(key_literal(&TenantKey::Int(-42)), "-42");
+        assert_eq!(key_filter("k", &[TenantKey::Int(1)]), "k = 1");
+        assert_eq!(
+            key_filter("k", &[TenantKey::Int(1), TenantKey::Text("a".into())]),
+            "k IN (1, 'a')"
+        );
         assert_eq!(key_literal(&TenantKey::Text("o'k".into())), "'o''k'");
         let u = TenantKey::Uuid([0x11; 16]);
         assert_eq!(

@@ -24,7 +24,7 @@ pub(super) async fn cleanup(ctx: &mut Ctx<'_>) -> Result<u64, MoveError> {
         for t in &ctx.tables {
             let n = ctx
                 .source
-                .delete_rows(t, &ctx.spec.key_column, &ctx.key)
+                .delete_rows(t, &ctx.spec.key_column, &ctx.keys)
                 .await?;
             ctx.hooks.emit(Progress::Deleted {
                 table: t.display_name(),
@@ -34,7 +34,7 @@ pub(super) async fn cleanup(ctx: &mut Ctx<'_>) -> Result<u64, MoveError> {
         }
         // No copy left anywhere but home (with --keep-source the source's stays fenced
         // and left out of fan-outs for good).
-        db::set_copy_on(&mut ctx.catalog, &ctx.key, None).await?;
+        db::set_copies_on(&mut ctx.catalog, &ctx.keys, None).await?;
     }
     for shard in [&ctx.source, &ctx.target] {
         let left: Vec<_> = shard
@@ -74,15 +74,23 @@ pub(super) async fn rollback(ctx: &mut Ctx<'_>) -> Vec<String> {
     // Fence first, un-gate second: the other order lets released writes hit the fence.
     note(
         "removing the fence",
-        ctx.source.remove_fence(&ctx.spec.tenant).await,
+        ctx.source.remove_fence(&ctx.spec.tenants).await,
     );
     let ungate = async {
         let map = db::load_map(&mut ctx.catalog).await?;
-        let placed = map.locate(&ctx.key).ok();
-        if placed.is_some_and(|p| p.shard == ctx.spec.from && p.state == TenantState::Gated) {
-            db::set_tenant(
+        let gated: Vec<_> = ctx
+            .keys
+            .iter()
+            .filter(|k| {
+                map.locate(k)
+                    .is_ok_and(|p| p.shard == ctx.spec.from && p.state == TenantState::Gated)
+            })
+            .cloned()
+            .collect();
+        if !gated.is_empty() {
+            db::set_tenants(
                 &mut ctx.catalog,
-                &ctx.key,
+                &gated,
                 &ShardRef::Id(ctx.spec.from),
                 TenantState::Active,
             )
@@ -108,12 +116,12 @@ pub(super) async fn rollback(ctx: &mut Ctx<'_>) -> Vec<String> {
     for t in &ctx.tables {
         let r = ctx
             .target
-            .delete_rows(t, &ctx.spec.key_column, &ctx.key)
+            .delete_rows(t, &ctx.spec.key_column, &ctx.keys)
             .await
             .map(|_| ());
         note("deleting the copy", r);
     }
-    let forget = db::set_copy_on(&mut ctx.catalog, &ctx.key, None)
+    let forget = db::set_copies_on(&mut ctx.catalog, &ctx.keys, None)
         .await
         .map(|_| ())
         .or_else(|e| match e {

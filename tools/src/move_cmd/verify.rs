@@ -32,7 +32,7 @@ use tokio_postgres::types::ToSql;
 use super::MoveError;
 use super::decoding::{self, Line, Value};
 use super::engine::Ctx;
-use super::shard::{Shard, Table, key_literal};
+use super::shard::{Shard, Table, key_filter};
 use crate::pg::quote_ident;
 
 /// Past this many keys to compare again under the gate, a table is checked in full there.
@@ -110,15 +110,19 @@ impl Tracker {
             )
             .await
             .map_err(|e| MoveError::shard(&ctx.source.name, "reading the verify slot", e))?;
-        let tenant = ctx.key.to_string();
         for r in rows {
-            self.note(&ctx.tables, &ctx.spec.key_column, &tenant, r.get(0));
+            self.note(
+                &ctx.tables,
+                &ctx.spec.key_column,
+                &ctx.spec.tenants,
+                r.get(0),
+            );
         }
         Ok(())
     }
 
     /// Adds what one line of the slot says changed.
-    fn note(&mut self, tables: &[Table], key_column: &str, tenant: &str, line: &str) {
+    fn note(&mut self, tables: &[Table], key_column: &str, tenants: &[String], line: &str) {
         let (schema, table, tuples) = match decoding::parse(line) {
             Ok(Line::Other) => return,
             Ok(Line::Change {
@@ -147,7 +151,8 @@ impl Tracker {
         }
         for tuple in tuples {
             let column = |name: &str| tuple.iter().find(|(n, _)| n == name).map(|(_, v)| v);
-            if column(key_column).is_some_and(|v| *v != Value::Text(tenant.to_owned())) {
+            let ours = |v: &Value| matches!(v, Value::Text(t) if tenants.contains(t));
+            if column(key_column).is_some_and(|v| !ours(v)) {
                 continue; // another tenant's row
             }
             let key: Option<Vec<String>> = tables[i]
@@ -232,7 +237,7 @@ struct Listed {
 /// Merges the two sides' ordered listings; keys present on one side only or with
 /// different rows go into `pending`.
 async fn differing_keys(ctx: &Ctx<'_>, t: &Table, pending: &mut Pending) -> Result<(), MoveError> {
-    let sql = listing_sql(t, &ctx.spec.key_column, &ctx.key);
+    let sql = listing_sql(t, &ctx.spec.key_column, &ctx.keys);
     let (src, dst) = tokio::try_join!(list(&ctx.source, &sql), list(&ctx.target, &sql))?;
     let (mut src, mut dst) = (pin!(src), pin!(dst));
     let width = t.primary_key.len();
@@ -281,12 +286,11 @@ async fn recheck(ctx: &Ctx<'_>, t: &Table, pending: &Pending) -> Result<(), Move
         .collect();
     let params: Vec<&(dyn ToSql + Sync)> =
         columns.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-    let rows_sql = recheck_sql(t, &ctx.spec.key_column, &ctx.key);
+    let rows_sql = recheck_sql(t, &ctx.spec.key_column, &ctx.keys);
     let count_sql = format!(
-        "SELECT count(*) FROM {} WHERE {} = {}",
+        "SELECT count(*) FROM {} WHERE {}",
         t.sql_name(),
-        quote_ident(&ctx.spec.key_column),
-        key_literal(&ctx.key)
+        key_filter(&quote_ident(&ctx.spec.key_column), &ctx.keys)
     );
     let q = Queries {
         rows: (!keys.is_empty()).then_some(rows_sql.as_str()),
@@ -362,8 +366,8 @@ impl Queries<'_> {
 /// Count and checksum of the tenant's rows in `t` on both sides, computed at once.
 async fn full_check(ctx: &Ctx<'_>, t: &Table) -> Result<(), MoveError> {
     let (src, dst) = tokio::try_join!(
-        ctx.source.checksum(t, &ctx.spec.key_column, &ctx.key),
-        ctx.target.checksum(t, &ctx.spec.key_column, &ctx.key),
+        ctx.source.checksum(t, &ctx.spec.key_column, &ctx.keys),
+        ctx.target.checksum(t, &ctx.spec.key_column, &ctx.keys),
     )?;
     if src != dst {
         return Err(MoveError::VerifyMismatch(format!(
@@ -391,21 +395,20 @@ fn key_texts(t: &Table) -> String {
 /// The tenant's rows of `t` as (hash of key, key columns…, hash of row), ordered so that
 /// the same rows come in the same order from any server: by the bigint, then by each key
 /// column's text in byte order (the order [`differing_keys`] merges by).
-fn listing_sql(t: &Table, key_column: &str, key: &TenantKey) -> String {
+fn listing_sql(t: &Table, key_column: &str, keys: &[TenantKey]) -> String {
     let order = t
         .primary_key
         .iter()
         .map(|c| format!("{ALIAS}.{}::text COLLATE \"C\"", quote_ident(c)))
         .collect::<Vec<_>>()
         .join(", ");
-    let keys = key_texts(t);
+    let key_cols = key_texts(t);
     format!(
-        "SELECT hashtextextended(ROW({keys})::text, 0), {keys}, \
-         hashtextextended(ROW({ALIAS}.*)::text, 0) FROM {} {ALIAS} WHERE {ALIAS}.{} = {} \
+        "SELECT hashtextextended(ROW({key_cols})::text, 0), {key_cols}, \
+         hashtextextended(ROW({ALIAS}.*)::text, 0) FROM {} {ALIAS} WHERE {} \
          ORDER BY 1, {order}",
         t.sql_name(),
-        quote_ident(key_column),
-        key_literal(key)
+        key_filter(&format!("{ALIAS}.{}", quote_ident(key_column)), keys)
     )
 }
 
@@ -415,7 +418,7 @@ fn listing_sql(t: &Table, key_column: &str, key: &TenantKey) -> String {
 /// the planner might run the other way round (the freshly copied target's statistics can
 /// claim the tenant has no rows, and a nested loop over its rows rescanning the keys took
 /// seconds under the gate).
-fn recheck_sql(t: &Table, key_column: &str, key: &TenantKey) -> String {
+fn recheck_sql(t: &Table, key_column: &str, keys: &[TenantKey]) -> String {
     let n = t.primary_key.len();
     let matches = t
         .primary_key
@@ -441,11 +444,10 @@ fn recheck_sql(t: &Table, key_column: &str, key: &TenantKey) -> String {
     format!(
         "SELECT r.* FROM unnest({arrays}) AS u({names}), LATERAL (SELECT {}, \
          hashtextextended(ROW({ALIAS}.*)::text, 0) FROM {} {ALIAS} \
-         WHERE {ALIAS}.{} = {}{matches} OFFSET 0) r",
+         WHERE {}{matches} OFFSET 0) r",
         key_texts(t),
         t.sql_name(),
-        quote_ident(key_column),
-        key_literal(key)
+        key_filter(&format!("{ALIAS}.{}", quote_ident(key_column)), keys)
     )
 }
 
@@ -493,7 +495,7 @@ mod tests {
             "table shardgate.move_marker: UPDATE: job_id[bigint]:1 mark[bigint]:2",
             "COMMIT",
         ] {
-            tr.note(&tables, "tenant_id", "42", line);
+            tr.note(&tables, "tenant_id", &["42".to_owned()], line);
         }
         let want: Vec<Vec<String>> = [1, 3, 4, 5]
             .iter()
@@ -514,7 +516,7 @@ mod tests {
             "table public.orders: INSERT: id[bigint",
         ] {
             let mut tr = tracker();
-            tr.note(&tables, "tenant_id", "42", line);
+            tr.note(&tables, "tenant_id", &["42".to_owned()], line);
             assert!(tr.tables[0].full, "{line}");
             assert!(tr.tables[0].keys.is_empty());
         }
@@ -535,7 +537,7 @@ mod tests {
     #[test]
     fn the_queries_name_the_key_columns_with_their_types() {
         let t = orders();
-        let key = TenantKey::Int(42);
+        let key = [TenantKey::Int(42)];
         let listing = listing_sql(&t, "tenant_id", &key);
         assert!(listing.contains(
             r#"ORDER BY 1, sg_r."tenant_id"::text COLLATE "C", sg_r."id"::text COLLATE "C""#
