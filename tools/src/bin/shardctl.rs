@@ -10,6 +10,7 @@ use shardctl::catalog_cmd::{self, Format, Report};
 use shardctl::dev;
 use shardctl::move_cmd::{self, MoveRequest};
 use shardctl::place_cmd::{self, EXIT_CODES_HELP};
+use shardctl::split_cmd::{self, SplitBy, SplitRequest};
 use shardctl::verify_cmd::{self, VerifyRequest};
 use shardgate_catalog::db::{InitOptions, NewShard};
 use shardgate_catalog::{KeyType, Strategy, TenantState};
@@ -74,6 +75,9 @@ enum Command {
     /// when any differs or is missing on one side; 2 (E_INVALID) for an unknown shard,
     /// 3 (E_CATALOG) and 4 (E_SHARD) when the catalog or a shard fails.
     Verify(VerifyArgs),
+    /// Moves about half of a shard's load (rows or recent writes) to another shard, all
+    /// its chosen tenants under one gate.
+    Split(SplitArgs),
     /// Long-running jobs (moves): running ones, or all with --all.
     Jobs {
         #[command(flatten)]
@@ -131,6 +135,39 @@ struct VerifyArgs {
     /// The column that holds the tenant key on the shards.
     #[arg(long, default_value = move_cmd::DEFAULT_KEY_COLUMN)]
     key_column: String,
+}
+
+#[derive(Args)]
+struct SplitArgs {
+    #[command(flatten)]
+    catalog: CatalogArgs,
+    /// The shard to split (name or id).
+    #[arg(long)]
+    shard: String,
+    /// The shard that receives the tenants (name or id; `shard add` it first).
+    #[arg(long)]
+    into: String,
+    /// What "half" is measured by: the tenants' rows, or their rows written recently.
+    #[arg(long, value_enum, default_value = "rows")]
+    by: SplitByArg,
+    /// Replication lag in bytes under which the gate may shut.
+    #[arg(long, default_value_t = move_cmd::DEFAULT_MAX_LAG)]
+    max_lag: u64,
+    /// Longest the tenants' statements may be held, in ms; past it the split rolls back.
+    #[arg(long, default_value_t = move_cmd::DEFAULT_GATE_TIMEOUT.as_millis() as u64)]
+    gate_timeout: u64,
+    /// The column that holds the tenant key on the shards.
+    #[arg(long, default_value = move_cmd::DEFAULT_KEY_COLUMN)]
+    key_column: String,
+    /// Print which tenants would move; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SplitByArg {
+    Rows,
+    Writes,
 }
 
 /// Where the catalog is and how to print; every catalog command takes these.
@@ -387,6 +424,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Move(args) => move_tenant(args).await,
         Command::Verify(args) => return Ok(verify(args).await),
+        Command::Split(args) => split(args).await,
         Command::Jobs { catalog, all } => {
             print(
                 move_cmd::jobs::list(&catalog.catalog, all).await?,
@@ -423,6 +461,37 @@ async fn move_tenant(args: MoveArgs) {
         (None, None, None) => unreachable!("clap requires one of --tenant, --resume, --abort"),
     };
     match result {
+        Ok(outcome) => print(outcome, args.catalog.format),
+        Err(e) => {
+            eprintln!("{}: {e}", e.code());
+            std::process::exit(e.exit_code());
+        }
+    }
+}
+
+/// Runs a split like a move: progress on stderr, a failure's E_ code and exit status.
+async fn split(args: SplitArgs) {
+    let sink: move_cmd::ProgressSink = std::sync::Arc::new(|p| eprintln!("{p}"));
+    let hooks = move_cmd::Hooks {
+        progress: Some(sink),
+        gate_ack: None,
+    };
+    let req = SplitRequest {
+        shard: args.shard,
+        by: match args.by {
+            SplitByArg::Rows => SplitBy::Rows,
+            SplitByArg::Writes => SplitBy::Writes,
+        },
+        moves: MoveRequest {
+            max_lag: args.max_lag,
+            gate_timeout: std::time::Duration::from_millis(args.gate_timeout),
+            dry_run: args.dry_run,
+            key_column: args.key_column,
+            tenants: Vec::new(),
+            ..MoveRequest::new(String::new(), args.into)
+        },
+    };
+    match split_cmd::split(&args.catalog.catalog, &req, &hooks).await {
         Ok(outcome) => print(outcome, args.catalog.format),
         Err(e) => {
             eprintln!("{}: {e}", e.code());
