@@ -143,7 +143,7 @@ pub async fn split(
 
 /// Each tenant living on `shard` (active there, by `map`) with its load, summed over the
 /// shard's sharded tables.
-async fn tenant_loads(
+pub(crate) async fn tenant_loads(
     source: &Shard,
     key_column: &str,
     by: SplitBy,

@@ -10,6 +10,7 @@ use shardctl::catalog_cmd::{self, Format, Report};
 use shardctl::dev;
 use shardctl::move_cmd::{self, MoveRequest};
 use shardctl::place_cmd::{self, EXIT_CODES_HELP};
+use shardctl::rebalance_cmd;
 use shardctl::split_cmd::{self, SplitBy, SplitRequest};
 use shardctl::verify_cmd::{self, VerifyRequest};
 use shardgate_catalog::db::{InitOptions, NewShard};
@@ -78,6 +79,9 @@ enum Command {
     /// Moves about half of a shard's load (rows or recent writes) to another shard, all
     /// its chosen tenants under one gate.
     Split(SplitArgs),
+    /// Evens out the shards' load by moving tenants from the heaviest to the lightest:
+    /// --plan prints the moves, --execute runs them (one gate per shard pair).
+    Rebalance(RebalanceArgs),
     /// Long-running jobs (moves): running ones, or all with --all.
     Jobs {
         #[command(flatten)]
@@ -162,6 +166,31 @@ struct SplitArgs {
     /// Print which tenants would move; change nothing.
     #[arg(long)]
     dry_run: bool,
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("mode").required(true).args(["plan", "execute"]))]
+struct RebalanceArgs {
+    #[command(flatten)]
+    catalog: CatalogArgs,
+    /// Print the moves; change nothing.
+    #[arg(long)]
+    plan: bool,
+    /// Run the moves.
+    #[arg(long)]
+    execute: bool,
+    /// What load is measured by: the tenants' rows, or their rows written recently.
+    #[arg(long, value_enum, default_value = "rows")]
+    by: SplitByArg,
+    /// Replication lag in bytes under which each move's gate may shut.
+    #[arg(long, default_value_t = move_cmd::DEFAULT_MAX_LAG)]
+    max_lag: u64,
+    /// Longest each move may hold its tenants' statements, in ms.
+    #[arg(long, default_value_t = move_cmd::DEFAULT_GATE_TIMEOUT.as_millis() as u64)]
+    gate_timeout: u64,
+    /// The column that holds the tenant key on the shards.
+    #[arg(long, default_value = move_cmd::DEFAULT_KEY_COLUMN)]
+    key_column: String,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -425,6 +454,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Move(args) => move_tenant(args).await,
         Command::Verify(args) => return Ok(verify(args).await),
         Command::Split(args) => split(args).await,
+        Command::Rebalance(args) => rebalance(args).await,
         Command::Jobs { catalog, all } => {
             print(
                 move_cmd::jobs::list(&catalog.catalog, all).await?,
@@ -469,6 +499,41 @@ async fn move_tenant(args: MoveArgs) {
     }
 }
 
+/// Plans or runs a rebalance; a failed move prints its E_ code and exit status.
+async fn rebalance(args: RebalanceArgs) {
+    let sink: move_cmd::ProgressSink = std::sync::Arc::new(|p| eprintln!("{p}"));
+    let hooks = move_cmd::Hooks {
+        progress: Some(sink),
+        gate_ack: None,
+    };
+    let moves = MoveRequest {
+        max_lag: args.max_lag,
+        gate_timeout: std::time::Duration::from_millis(args.gate_timeout),
+        key_column: args.key_column,
+        tenants: Vec::new(),
+        ..MoveRequest::new(String::new(), String::new())
+    };
+    let by = args.by.into();
+    let result =
+        rebalance_cmd::rebalance(&args.catalog.catalog, by, args.execute, &moves, &hooks).await;
+    match result {
+        Ok(outcome) => print(outcome, args.catalog.format),
+        Err(e) => {
+            eprintln!("{}: {e}", e.code());
+            std::process::exit(e.exit_code());
+        }
+    }
+}
+
+impl From<SplitByArg> for SplitBy {
+    fn from(a: SplitByArg) -> SplitBy {
+        match a {
+            SplitByArg::Rows => SplitBy::Rows,
+            SplitByArg::Writes => SplitBy::Writes,
+        }
+    }
+}
+
 /// Runs a split like a move: progress on stderr, a failure's E_ code and exit status.
 async fn split(args: SplitArgs) {
     let sink: move_cmd::ProgressSink = std::sync::Arc::new(|p| eprintln!("{p}"));
@@ -478,10 +543,7 @@ async fn split(args: SplitArgs) {
     };
     let req = SplitRequest {
         shard: args.shard,
-        by: match args.by {
-            SplitByArg::Rows => SplitBy::Rows,
-            SplitByArg::Writes => SplitBy::Writes,
-        },
+        by: args.by.into(),
         moves: MoveRequest {
             max_lag: args.max_lag,
             gate_timeout: std::time::Duration::from_millis(args.gate_timeout),
