@@ -8,7 +8,9 @@
 //! had not applied them yet. Under the gate, after the final catch-up, [`Tracker::finish`]
 //! reads the slot up to now (every change the source committed since the slot began) and
 //! compares, on both sides as they are now, just the rows of those keys and of the keys
-//! that differed. The counts are compared too.
+//! that differed. The counts are compared too. Before the gate, a few rounds of the same
+//! (read the slot, compare the pending keys now, drop those found equal) leave the gate
+//! only the changes of its last moments.
 //!
 //! Why that proves the copies equal: a key outside both sets was equal when listed, its
 //! source row has not changed since (the slot saw no change to it, and it began before
@@ -37,6 +39,10 @@ use crate::pg::quote_ident;
 
 /// Past this many keys to compare again under the gate, a table is checked in full there.
 const RECHECK_MAX: usize = 20_000;
+/// Rounds of comparing changed keys again before the gate, and the number of pending keys
+/// under which it stops early.
+const NARROW_ROUNDS: usize = 4;
+const NARROW_ENOUGH: usize = 200;
 
 /// The alias the tenant's rows go by in the verification's queries (`ROW(sg_r.*)` is the
 /// whole row even if a column is called `sg_r`).
@@ -91,8 +97,31 @@ impl Tracker {
         for (t, pending) in ctx.tables.iter().zip(&mut tracker.tables) {
             differing_keys(ctx, t, pending).await?;
         }
-        tracker.drain(ctx).await?;
+        tracker.narrow(ctx).await?;
         Ok(tracker)
+    }
+
+    /// Still before the gate: reads the slot and compares the pending keys again, a few
+    /// rounds, dropping the keys found equal, so that the gate has little left to compare.
+    /// A key equal now leaves the set soundly: a later change on the source comes out of
+    /// the slot again, and a source change the target had not applied yet would have made
+    /// it differ now.
+    async fn narrow(&mut self, ctx: &Ctx<'_>) -> Result<(), MoveError> {
+        for _ in 0..NARROW_ROUNDS {
+            self.drain(ctx).await?;
+            let pending: usize = self.tables.iter().map(|p| p.keys.len()).sum();
+            if pending <= NARROW_ENOUGH {
+                break;
+            }
+            for (t, p) in ctx.tables.iter().zip(&mut self.tables) {
+                if p.full || p.keys.is_empty() {
+                    continue;
+                }
+                let (differing, _) = compare_now(ctx, t, p, false).await?;
+                p.keys = differing.into_iter().collect();
+            }
+        }
+        Ok(())
     }
 
     /// Reads the changes the source committed since the last call into the sets.
@@ -278,8 +307,14 @@ async fn differing_keys(ctx: &Ctx<'_>, t: &Table, pending: &mut Pending) -> Resu
     }
 }
 
-/// Under the gate: the pending keys' rows and the row counts, compared.
-async fn recheck(ctx: &Ctx<'_>, t: &Table, pending: &Pending) -> Result<(), MoveError> {
+/// The pending keys whose rows differ on the two sides now (present on one side only,
+/// or with different rows), and with `count`, both sides' row counts of the tenants.
+async fn compare_now(
+    ctx: &Ctx<'_>,
+    t: &Table,
+    pending: &Pending,
+    count: bool,
+) -> Result<(Vec<Vec<String>>, Option<(i64, i64)>), MoveError> {
     let keys: Vec<&Vec<String>> = pending.keys.iter().collect();
     let columns: Vec<Vec<&str>> = (0..t.primary_key.len())
         .map(|i| keys.iter().map(|k| k[i].as_str()).collect())
@@ -294,17 +329,27 @@ async fn recheck(ctx: &Ctx<'_>, t: &Table, pending: &Pending) -> Result<(), Move
     );
     let q = Queries {
         rows: (!keys.is_empty()).then_some(rows_sql.as_str()),
-        count: &count_sql,
+        count: count.then_some(count_sql.as_str()),
         params: &params,
         width: t.primary_key.len(),
     };
     let ((src_count, src), (dst_count, dst)) =
         tokio::try_join!(q.run(&ctx.source), q.run(&ctx.target))?;
+    let differing = keys
+        .into_iter()
+        .filter(|k| src.get(*k) != dst.get(*k))
+        .cloned()
+        .collect();
+    Ok((differing, src_count.zip(dst_count)))
+}
 
-    if src_count != dst_count || src != dst {
-        let differing = keys
+/// Under the gate: the pending keys' rows and the row counts, compared.
+async fn recheck(ctx: &Ctx<'_>, t: &Table, pending: &Pending) -> Result<(), MoveError> {
+    let (differing, counts) = compare_now(ctx, t, pending, true).await?;
+    let (src_count, dst_count) = counts.unwrap_or_default();
+    if src_count != dst_count || !differing.is_empty() {
+        let sample = differing
             .iter()
-            .filter(|k| src.get(**k) != dst.get(**k))
             .take(5)
             .map(|k| format!("({})", k.join(", ")))
             .collect::<Vec<_>>();
@@ -312,7 +357,7 @@ async fn recheck(ctx: &Ctx<'_>, t: &Table, pending: &Pending) -> Result<(), Move
             "{}: the source has {src_count} rows, the target {dst_count}; rows that differ: \
              [{}]; rolled back, the source is untouched",
             t.display_name(),
-            differing.join(", ")
+            sample.join(", ")
         )));
     }
     Ok(())
@@ -332,14 +377,18 @@ async fn list(shard: &Shard, sql: &str) -> Result<tokio_postgres::RowStream, Mov
 struct Queries<'q> {
     /// None when no key is pending.
     rows: Option<&'q str>,
-    count: &'q str,
+    /// None when the counts are not wanted.
+    count: Option<&'q str>,
     params: &'q [&'q (dyn ToSql + Sync)],
     width: usize,
 }
 
 impl Queries<'_> {
     /// The tenant's row count and the pending keys' row hashes on `shard`.
-    async fn run(&self, shard: &Shard) -> Result<(i64, HashMap<Vec<String>, i64>), MoveError> {
+    async fn run(
+        &self,
+        shard: &Shard,
+    ) -> Result<(Option<i64>, HashMap<Vec<String>, i64>), MoveError> {
         let rows = match self.rows {
             None => Vec::new(),
             Some(sql) => shard
@@ -348,12 +397,17 @@ impl Queries<'_> {
                 .await
                 .map_err(|e| MoveError::shard(&shard.name, "comparing changed rows", e))?,
         };
-        let count: i64 = shard
-            .client
-            .query_one(self.count, &[])
-            .await
-            .map_err(|e| MoveError::shard(&shard.name, "counting rows", e))?
-            .get(0);
+        let count = match self.count {
+            None => None,
+            Some(sql) => Some(
+                shard
+                    .client
+                    .query_one(sql, &[])
+                    .await
+                    .map_err(|e| MoveError::shard(&shard.name, "counting rows", e))?
+                    .get(0),
+            ),
+        };
         let w = self.width;
         let rows = rows
             .iter()
