@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
-use shardgate_catalog::db::{self, ShardRef};
+use shardgate_catalog::db;
 use shardgate_catalog::{KeyType, ShardMap, TenantState};
 
 use crate::catalog_cmd::Report;
@@ -81,8 +81,8 @@ pub async fn split(
     let mut catalog = db::connect(catalog_url).await?;
     let map = db::load_map(&mut catalog).await?;
     let key_type = db::load_settings(&catalog).await?.key_type;
-    let from = db::resolve_shard(&catalog, &ShardRef::from(req.shard.as_str())).await?;
-    let into = db::resolve_shard(&catalog, &ShardRef::from(req.moves.to.as_str())).await?;
+    let from = move_cmd::resolve_shard(&catalog, &req.shard).await?;
+    let into = move_cmd::resolve_shard(&catalog, &req.moves.to).await?;
     let info = |id| {
         map.shard(id)
             .cloned()

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
-use shardgate_catalog::db::{self, ShardRef};
-use shardgate_catalog::{CatalogError, TenantKey};
+use shardgate_catalog::TenantKey;
+use shardgate_catalog::db;
 
 use crate::catalog_cmd::Report;
 use crate::move_cmd::MoveError;
@@ -92,13 +92,7 @@ pub async fn verify(catalog_url: &str, req: &VerifyRequest) -> Result<Verified, 
     let map = db::load_map(&mut catalog).await?;
     let mut shards = Vec::with_capacity(2);
     for name in [a, b] {
-        let id = db::resolve_shard(&catalog, &ShardRef::from(name.as_str()))
-            .await
-            .map_err(|e| match e {
-                // A shard the catalog does not know is a wrong argument, not a catalog fault.
-                CatalogError::UnknownShard(_) => MoveError::Invalid(e.to_string()),
-                e => e.into(),
-            })?;
+        let id = crate::move_cmd::resolve_shard(&catalog, name).await?;
         let info = map
             .shard(id)
             .ok_or_else(|| MoveError::Invalid(format!("no shard id {id} in the catalog")))?;

@@ -131,7 +131,7 @@ async fn run_inner(
     keys.dedup();
     let map = db::load_map(&mut catalog).await?;
     let from = common_source(&map, &keys)?;
-    let to = db::resolve_shard(&catalog, &ShardRef::from(req.to.as_str())).await?;
+    let to = super::resolve_shard(&catalog, &req.to).await?;
     let (from_info, to_info) = (shard_info(&map, from)?, shard_info(&map, to)?);
     if to == from {
         return Err(MoveError::Invalid(format!(
@@ -271,9 +271,10 @@ pub async fn abort(catalog_url: &str, job: i64, hooks: &Hooks) -> Result<MoveOut
     if phase.flipped() || (phase == Phase::Flip && flipped_already(&ctx).await?) {
         return Err(MoveError::Invalid(format!(
             "job {job} has flipped: tenant {} lives on {} now; to undo, move it back with \
-             `shardctl move --tenant ID --to {}`",
+             `shardctl move --tenant {} --to {}`",
             ctx.spec.label(),
             ctx.spec.to_name,
+            ctx.spec.single().unwrap_or("ID"),
             ctx.spec.from_name
         )));
     }

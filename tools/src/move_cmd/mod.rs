@@ -65,6 +65,17 @@ impl MoveRequest {
     }
 }
 
+/// The id of shard `name` (or id). One the catalog does not know is a wrong argument
+/// (E_INVALID), not a catalog fault; `verify`, `split` and `rebalance` resolve alike.
+pub async fn resolve_shard(catalog: &tokio_postgres::Client, name: &str) -> Result<u32, MoveError> {
+    shardgate_catalog::db::resolve_shard(catalog, &shardgate_catalog::db::ShardRef::from(name))
+        .await
+        .map_err(|e| match e {
+            shardgate_catalog::CatalogError::UnknownShard(_) => MoveError::Invalid(e.to_string()),
+            e => e.into(),
+        })
+}
+
 /// Extra acknowledgement of the gate, asked with the map version that gated the tenant;
 /// the gate waits until it answers true (as well as the proxies' heartbeats).
 pub type GateAck = Arc<dyn Fn(u64) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
