@@ -6,26 +6,12 @@
 mod common;
 
 use common::{fails, ok, run};
-use shardctl::pg::{PgCluster, PgOptions};
-use shardgate_catalog::db::{self, NewShard};
+use shardgate_catalog::db;
 use tokio_postgres::NoTls;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_and_rebalance_plan_from_the_shards_loads_and_change_nothing() {
-    let pg = PgCluster::start(PgOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    for db in ["shardgate", "a", "b"] {
-        pg.create_database(db).await.unwrap();
-    }
-    let url = pg.superuser_url("shardgate");
-    ok(&run(&url, &["init"]).await);
-    let mut cat = db::connect(&url).await.unwrap();
-    for (name, db) in [("sa", "a"), ("sb", "b")] {
-        db::add_shard(&mut cat, &NewShard::new(name, pg.superuser_url(db)))
-            .await
-            .unwrap();
-    }
+    let (pg, url, cat) = common::two_shard_catalog().await;
     for db in ["a", "b"] {
         let (c, conn) = tokio_postgres::connect(&pg.superuser_url(db), NoTls)
             .await

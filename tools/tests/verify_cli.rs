@@ -7,8 +7,6 @@
 mod common;
 
 use common::{fails, ok, run};
-use shardctl::pg::{PgCluster, PgOptions};
-use shardgate_catalog::db::{self, NewShard};
 use tokio_postgres::{Client, NoTls};
 
 const SCHEMA: &str = "create table orders (tenant_id bigint not null, id bigint not null, \
@@ -50,20 +48,7 @@ fn verify_args<'a>(a: &'a str, b: &'a str, json: bool) -> Vec<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_exits_0_when_equal_13_with_a_report_when_not_and_2_on_bad_arguments() {
-    let pg = PgCluster::start(PgOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    for db in ["shardgate", "a", "b"] {
-        pg.create_database(db).await.unwrap();
-    }
-    let url = pg.superuser_url("shardgate");
-    ok(&run(&url, &["init"]).await);
-    let mut cat = db::connect(&url).await.unwrap();
-    for (name, db) in [("sa", "a"), ("sb", "b")] {
-        db::add_shard(&mut cat, &NewShard::new(name, pg.superuser_url(db)))
-            .await
-            .unwrap();
-    }
+    let (pg, url, _catalog) = common::two_shard_catalog().await;
     let (a, b) = (
         connect(&pg.superuser_url("a")).await,
         connect(&pg.superuser_url("b")).await,

@@ -106,15 +106,8 @@ struct MoveArgs {
     /// Leave the tenant's rows on the source (fenced) instead of deleting them.
     #[arg(long)]
     keep_source: bool,
-    /// Replication lag in bytes under which the gate may shut.
-    #[arg(long, default_value_t = move_cmd::DEFAULT_MAX_LAG)]
-    max_lag: u64,
-    /// Longest the tenant's statements may be held, in ms; past it the move rolls back.
-    #[arg(long, default_value_t = move_cmd::DEFAULT_GATE_TIMEOUT.as_millis() as u64)]
-    gate_timeout: u64,
-    /// The column that holds the tenant key on the shards.
-    #[arg(long, default_value = move_cmd::DEFAULT_KEY_COLUMN)]
-    key_column: String,
+    #[command(flatten)]
+    opts: MoveOptions,
     /// Check and print the plan; change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -154,15 +147,8 @@ struct SplitArgs {
     /// What "half" is measured by: the tenants' rows, or their rows written recently.
     #[arg(long, value_enum, default_value = "rows")]
     by: SplitByArg,
-    /// Replication lag in bytes under which the gate may shut.
-    #[arg(long, default_value_t = move_cmd::DEFAULT_MAX_LAG)]
-    max_lag: u64,
-    /// Longest the tenants' statements may be held, in ms; past it the split rolls back.
-    #[arg(long, default_value_t = move_cmd::DEFAULT_GATE_TIMEOUT.as_millis() as u64)]
-    gate_timeout: u64,
-    /// The column that holds the tenant key on the shards.
-    #[arg(long, default_value = move_cmd::DEFAULT_KEY_COLUMN)]
-    key_column: String,
+    #[command(flatten)]
+    opts: MoveOptions,
     /// Print which tenants would move; change nothing.
     #[arg(long)]
     dry_run: bool,
@@ -182,15 +168,36 @@ struct RebalanceArgs {
     /// What load is measured by: the tenants' rows, or their rows written recently.
     #[arg(long, value_enum, default_value = "rows")]
     by: SplitByArg,
-    /// Replication lag in bytes under which each move's gate may shut.
+    #[command(flatten)]
+    opts: MoveOptions,
+}
+
+/// What every command that moves tenants takes (move, split, rebalance).
+#[derive(Args)]
+struct MoveOptions {
+    /// Replication lag in bytes under which the gate may shut.
     #[arg(long, default_value_t = move_cmd::DEFAULT_MAX_LAG)]
     max_lag: u64,
-    /// Longest each move may hold its tenants' statements, in ms.
+    /// Longest the tenants' statements may be held, in ms; past it the move rolls back.
     #[arg(long, default_value_t = move_cmd::DEFAULT_GATE_TIMEOUT.as_millis() as u64)]
     gate_timeout: u64,
     /// The column that holds the tenant key on the shards.
     #[arg(long, default_value = move_cmd::DEFAULT_KEY_COLUMN)]
     key_column: String,
+}
+
+impl MoveOptions {
+    /// A request to move `tenants` to `to` with these options.
+    fn request(self, tenants: Vec<String>, to: String, dry_run: bool) -> MoveRequest {
+        MoveRequest {
+            tenants,
+            max_lag: self.max_lag,
+            gate_timeout: std::time::Duration::from_millis(self.gate_timeout),
+            dry_run,
+            key_column: self.key_column,
+            ..MoveRequest::new(String::new(), to)
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -465,33 +472,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs a move, printing progress to stderr; a failure prints its E_ code and exits with
-/// the status the README documents.
-async fn move_tenant(args: MoveArgs) {
+/// Progress of a move, split or rebalance goes to stderr.
+fn progress_hooks() -> move_cmd::Hooks {
     let sink: move_cmd::ProgressSink = std::sync::Arc::new(|p| eprintln!("{p}"));
-    let hooks = move_cmd::Hooks {
+    move_cmd::Hooks {
         progress: Some(sink),
         gate_ack: None,
-    };
-    let url = &args.catalog.catalog;
-    let result = match (args.resume, args.abort, args.tenant) {
-        (Some(job), _, _) => move_cmd::resume(url, job, &hooks).await,
-        (_, Some(job), _) => move_cmd::abort(url, job, &hooks).await,
-        (_, _, Some(tenant)) => {
-            let req = MoveRequest {
-                keep_source: args.keep_source,
-                max_lag: args.max_lag,
-                gate_timeout: std::time::Duration::from_millis(args.gate_timeout),
-                dry_run: args.dry_run,
-                key_column: args.key_column,
-                ..MoveRequest::new(tenant, args.to.unwrap_or_default())
-            };
-            move_cmd::run(url, &req, &hooks).await
-        }
-        (None, None, None) => unreachable!("clap requires one of --tenant, --resume, --abort"),
-    };
+    }
+}
+
+/// Prints the outcome, or the failure's E_ code and exits with the status the README
+/// documents.
+fn finish(result: Result<impl Report, move_cmd::MoveError>, format: Format) {
     match result {
-        Ok(outcome) => print(outcome, args.catalog.format),
+        Ok(outcome) => print(outcome, format),
         Err(e) => {
             eprintln!("{}: {e}", e.code());
             std::process::exit(e.exit_code());
@@ -499,30 +493,31 @@ async fn move_tenant(args: MoveArgs) {
     }
 }
 
-/// Plans or runs a rebalance; a failed move prints its E_ code and exit status.
-async fn rebalance(args: RebalanceArgs) {
-    let sink: move_cmd::ProgressSink = std::sync::Arc::new(|p| eprintln!("{p}"));
-    let hooks = move_cmd::Hooks {
-        progress: Some(sink),
-        gate_ack: None,
-    };
-    let moves = MoveRequest {
-        max_lag: args.max_lag,
-        gate_timeout: std::time::Duration::from_millis(args.gate_timeout),
-        key_column: args.key_column,
-        tenants: Vec::new(),
-        ..MoveRequest::new(String::new(), String::new())
-    };
-    let by = args.by.into();
-    let result =
-        rebalance_cmd::rebalance(&args.catalog.catalog, by, args.execute, &moves, &hooks).await;
-    match result {
-        Ok(outcome) => print(outcome, args.catalog.format),
-        Err(e) => {
-            eprintln!("{}: {e}", e.code());
-            std::process::exit(e.exit_code());
+async fn move_tenant(args: MoveArgs) {
+    let hooks = progress_hooks();
+    let url = &args.catalog.catalog;
+    let result = match (args.resume, args.abort, args.tenant) {
+        (Some(job), _, _) => move_cmd::resume(url, job, &hooks).await,
+        (_, Some(job), _) => move_cmd::abort(url, job, &hooks).await,
+        (_, _, Some(tenant)) => {
+            let to = args.to.unwrap_or_default();
+            let req = MoveRequest {
+                keep_source: args.keep_source,
+                ..args.opts.request(vec![tenant], to, args.dry_run)
+            };
+            move_cmd::run(url, &req, &hooks).await
         }
-    }
+        (None, None, None) => unreachable!("clap requires one of --tenant, --resume, --abort"),
+    };
+    finish(result, args.catalog.format);
+}
+
+async fn rebalance(args: RebalanceArgs) {
+    let moves = args.opts.request(Vec::new(), String::new(), false);
+    let (by, execute) = (args.by.into(), args.execute);
+    let hooks = progress_hooks();
+    let result = rebalance_cmd::rebalance(&args.catalog.catalog, by, execute, &moves, &hooks).await;
+    finish(result, args.catalog.format);
 }
 
 impl From<SplitByArg> for SplitBy {
@@ -534,32 +529,14 @@ impl From<SplitByArg> for SplitBy {
     }
 }
 
-/// Runs a split like a move: progress on stderr, a failure's E_ code and exit status.
 async fn split(args: SplitArgs) {
-    let sink: move_cmd::ProgressSink = std::sync::Arc::new(|p| eprintln!("{p}"));
-    let hooks = move_cmd::Hooks {
-        progress: Some(sink),
-        gate_ack: None,
-    };
     let req = SplitRequest {
         shard: args.shard,
         by: args.by.into(),
-        moves: MoveRequest {
-            max_lag: args.max_lag,
-            gate_timeout: std::time::Duration::from_millis(args.gate_timeout),
-            dry_run: args.dry_run,
-            key_column: args.key_column,
-            tenants: Vec::new(),
-            ..MoveRequest::new(String::new(), args.into)
-        },
+        moves: args.opts.request(Vec::new(), args.into, args.dry_run),
     };
-    match split_cmd::split(&args.catalog.catalog, &req, &hooks).await {
-        Ok(outcome) => print(outcome, args.catalog.format),
-        Err(e) => {
-            eprintln!("{}: {e}", e.code());
-            std::process::exit(e.exit_code());
-        }
-    }
+    let result = split_cmd::split(&args.catalog.catalog, &req, &progress_hooks()).await;
+    finish(result, args.catalog.format);
 }
 
 /// Prints the comparison either way; a difference or a failure exits with its move code.

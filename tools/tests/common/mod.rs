@@ -56,3 +56,25 @@ pub fn fails(r: &Run, exit: i32, e_code: &str) {
 pub fn ok(r: &Run) {
     assert_eq!(r.code, 0, "stdout: {}\nstderr: {}", r.stdout, r.stderr);
 }
+
+/// One cluster whose database `shardgate` is an initialised catalog (by the real binary)
+/// listing two shards, `sa` and `sb`: databases `a` and `b` of the same cluster. Returns
+/// the cluster, the catalog's URL and a client of it.
+pub async fn two_shard_catalog() -> (shardctl::pg::PgCluster, String, tokio_postgres::Client) {
+    use shardgate_catalog::db::{self, NewShard};
+    let pg = shardctl::pg::PgCluster::start(shardctl::pg::PgOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    for db in ["shardgate", "a", "b"] {
+        pg.create_database(db).await.unwrap();
+    }
+    let url = pg.superuser_url("shardgate");
+    ok(&run(&url, &["init"]).await);
+    let mut cat = db::connect(&url).await.unwrap();
+    for (name, db) in [("sa", "a"), ("sb", "b")] {
+        db::add_shard(&mut cat, &NewShard::new(name, pg.superuser_url(db)))
+            .await
+            .unwrap();
+    }
+    (pg, url, cat)
+}
