@@ -94,8 +94,9 @@ pub struct OpenTransactions {
 #[derive(Default)]
 struct Open {
     counts: HashMap<TenantKey, usize>,
-    /// The tenants gated in the map the heartbeat last saw.
+    /// The tenants gated in the map the heartbeat last saw, and that map's version.
     gated: Vec<TenantKey>,
+    gated_in: Option<u64>,
 }
 
 impl OpenTransactions {
@@ -120,21 +121,27 @@ impl OpenTransactions {
         }
     }
 
-    /// Open work of the tenants `map` says are gated; remembers which those are.
+    /// Open work of the tenants `map` says are gated; remembers which those are (read
+    /// from the map once per version: every tenant row is looked at).
     pub fn of_gated(&self, map: &ShardMap) -> Vec<(TenantKey, usize)> {
-        let gated: Vec<TenantKey> = map
-            .tenants()
-            .filter(|(_, _, state)| *state == TenantState::Gated)
-            .map(|(t, _, _)| t.clone())
-            .collect();
+        let seen = self.lock().gated_in;
+        let gated = (seen != Some(map.version())).then(|| {
+            map.tenants()
+                .filter(|(_, _, state)| *state == TenantState::Gated)
+                .map(|(t, _, _)| t.clone())
+                .collect::<Vec<_>>()
+        });
         let mut open = self.lock();
+        if let Some(gated) = gated {
+            open.gated = gated;
+            open.gated_in = Some(map.version());
+        }
         let mut out: Vec<_> = open
             .counts
             .iter()
-            .filter(|(t, _)| gated.contains(t))
+            .filter(|(t, _)| open.gated.contains(t))
             .map(|(t, n)| (t.clone(), *n))
             .collect();
-        open.gated = gated;
         out.sort();
         out
     }
@@ -216,8 +223,10 @@ impl Session<'_> {
     /// statement is on its way to the old shard. Counting first and reading the map again
     /// after closes the race with a gate that lands between the two: either the heartbeat
     /// that acknowledged the gate saw the count, or this sees the gate and holds the
-    /// statement, uncounted (the move would otherwise wait for it).
-    pub(super) fn settle_in_flight(&mut self, decision: Decision) -> Decision {
+    /// statement, uncounted (the move would otherwise wait for it). `routed_on` is the map
+    /// version routing used (or an older one): while it is still current, no gate can
+    /// have landed since, and the hot path skips the second look.
+    pub(super) fn settle_in_flight(&mut self, decision: Decision, routed_on: u64) -> Decision {
         if self.txn_tenants.is_empty() || self.in_pinned_transaction() {
             return decision;
         }
@@ -229,6 +238,9 @@ impl Session<'_> {
             return decision;
         }
         let map = self.ctx.routing.map.load();
+        if map.version() == routed_on {
+            return decision;
+        }
         match self.txn_tenants.iter().find(|t| is_gated(&map, t)).cloned() {
             Some(t) => {
                 // Nothing of a transaction that is not pinned has run yet: every tenant

@@ -139,8 +139,10 @@ impl Session<'_> {
     }
 
     fn route_classified(&mut self, sql: &[u8], classified: &Classified) -> Decision {
+        // Read before routing: if routing then sees a newer map, settling looks again.
+        let routed_on = self.ctx.routing.map.version();
         let decision = self.route_statements(sql, classified);
-        self.settle_in_flight(decision)
+        self.settle_in_flight(decision, routed_on)
     }
 
     fn route_statements(&mut self, sql: &[u8], classified: &Classified) -> Decision {
@@ -253,7 +255,7 @@ impl Session<'_> {
                     }
                 };
                 let decision = self.finish_decision(decision, map.shards().len());
-                self.settle_in_flight(decision)
+                self.settle_in_flight(decision, map.version())
             }
             Err(refusal) => Decision::Refuse(refusal),
         }
