@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio_postgres::types::FromSql;
-use tokio_postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row};
+use tokio_postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row, Transaction};
 
 pub use mutate::{
     AddedShard, NOTIFY_CHANNEL, NewShard, ShardRef, add_shard, bump_version, remove_tenant,
@@ -83,17 +83,22 @@ pub async fn map_version(client: &impl GenericClient) -> Result<u64, CatalogErro
     version_of(&row)
 }
 
-/// The whole map, read in one repeatable-read snapshot so that shards, ring, tenants and
-/// version all belong to the same moment.
-pub async fn load_map(client: &mut Client) -> Result<ShardMap, CatalogError> {
-    let q = CatalogError::query;
-    let tx = client
+/// A read-only repeatable-read transaction: everything read in it belongs to one moment.
+pub(crate) async fn snapshot(client: &mut Client) -> Result<Transaction<'_>, CatalogError> {
+    client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .await
-        .map_err(q("starting the snapshot"))?;
+        .map_err(CatalogError::query("starting the snapshot"))
+}
+
+/// The whole map, read in one repeatable-read snapshot so that shards, ring, tenants and
+/// version all belong to the same moment.
+pub async fn load_map(client: &mut Client) -> Result<ShardMap, CatalogError> {
+    let q = CatalogError::query;
+    let tx = snapshot(client).await?;
     let settings = load_settings(&tx).await?;
     let version = map_version(&tx).await?;
     let shards = list_shards(&tx)

@@ -4,9 +4,9 @@
 //! [`add_tenant`] runs the count, the choice and the insert in one locked transaction, so
 //! that two concurrent adds cannot both take a shard's last slot.
 
-use tokio_postgres::{Client, GenericClient, IsolationLevel, Row, Transaction};
+use tokio_postgres::{Client, GenericClient, Row, Transaction};
 
-use super::{ShardRow, bump_version, col, key_text, map_version, shard_row};
+use super::{ShardRow, bump_version, col, key_text, map_version, shard_row, snapshot};
 use crate::error::CatalogError;
 use crate::map::{ShardId, ShardState, TenantKey};
 use crate::schema::load_settings;
@@ -196,17 +196,12 @@ fn find<'a>(shards: &'a [ShardLoad], want: &str) -> Option<&'a ShardLoad> {
 
 /// Every shard with its live tenant count, and the map version, in one read-only snapshot.
 pub async fn fleet_load(client: &mut Client) -> Result<FleetLoad, CatalogError> {
-    let q = CatalogError::query;
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(q("starting the snapshot"))?;
+    let tx = snapshot(client).await?;
     let version = map_version(&tx).await?;
     let shards = shard_loads(&tx).await?;
-    tx.commit().await.map_err(q("ending the snapshot"))?;
+    tx.commit()
+        .await
+        .map_err(CatalogError::query("ending the snapshot"))?;
     Ok(FleetLoad { version, shards })
 }
 
