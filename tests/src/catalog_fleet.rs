@@ -86,15 +86,7 @@ impl CatalogFleet {
         for i in 0..4 {
             let c = self.fx.connect_shard(i).await;
             for r in c
-                .query(
-                    "select 'publication ' || pubname from pg_publication \
-                     where pubname like 'sg\\_move\\_%' \
-                     union all select 'subscription ' || subname from pg_subscription \
-                     where subname like 'sg\\_move\\_%' \
-                     union all select 'slot ' || slot_name from pg_replication_slots \
-                     where slot_name like 'sg\\_move\\_%'",
-                    &[],
-                )
+                .query(shardctl::move_cmd::shard::MOVE_OBJECTS_SQL, &[])
                 .await
                 .unwrap()
             {

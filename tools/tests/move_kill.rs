@@ -67,15 +67,7 @@ impl Fleet {
             for r in self
                 .shard(i)
                 .await
-                .query(
-                    "select 'publication ' || pubname from pg_publication \
-                     where pubname like 'sg\\_move\\_%' \
-                     union all select 'subscription ' || subname from pg_subscription \
-                     where subname like 'sg\\_move\\_%' \
-                     union all select 'slot ' || slot_name from pg_replication_slots \
-                     where slot_name like 'sg\\_move\\_%'",
-                    &[],
-                )
+                .query(shardctl::move_cmd::shard::MOVE_OBJECTS_SQL, &[])
                 .await
                 .unwrap()
             {

@@ -63,6 +63,15 @@ pub fn key_filter(col: &str, keys: &[TenantKey]) -> String {
     }
 }
 
+/// Lists a shard's publications, subscriptions and slots of moves (`sg_move_%`), one
+/// `'<kind> <name>'` text per row: what a finished or undone move must not leave behind.
+pub const MOVE_OBJECTS_SQL: &str = "SELECT 'publication ' || pubname FROM pg_publication \
+     WHERE pubname LIKE 'sg\\_move\\_%' \
+     UNION ALL SELECT 'subscription ' || subname FROM pg_subscription \
+     WHERE subname LIKE 'sg\\_move\\_%' \
+     UNION ALL SELECT 'slot ' || slot_name FROM pg_replication_slots \
+     WHERE slot_name LIKE 'sg\\_move\\_%'";
+
 /// The name of the publication, subscription and slot of job `job`.
 pub fn object_name(job: i64) -> String {
     format!("sg_move_{job}")
@@ -432,14 +441,7 @@ impl Shard {
     pub async fn move_objects(&self) -> Result<Vec<String>, MoveError> {
         let rows = self
             .client
-            .query(
-                "SELECT 'publication ' || pubname FROM pg_publication WHERE pubname LIKE 'sg\\_move\\_%' \
-                 UNION ALL SELECT 'subscription ' || subname FROM pg_subscription \
-                   WHERE subname LIKE 'sg\\_move\\_%' \
-                 UNION ALL SELECT 'slot ' || slot_name FROM pg_replication_slots \
-                   WHERE slot_name LIKE 'sg\\_move\\_%'",
-                &[],
-            )
+            .query(MOVE_OBJECTS_SQL, &[])
             .await
             .map_err(self.err("listing move objects"))?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -573,28 +575,21 @@ CREATE TABLE IF NOT EXISTS shardgate.fence (
 CREATE OR REPLACE FUNCTION shardgate.fence_check() RETURNS trigger
 LANGUAGE plpgsql AS $fence$
 DECLARE
+    keys text[] := '{{}}';
     k text;
 BEGIN
-    IF current_setting('shardgate.fence_bypass', true) = 'on' THEN
-        IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
-        RETURN NEW;
-    END IF;
-    IF TG_OP <> 'INSERT' THEN
-        k := to_jsonb(OLD) ->> TG_ARGV[0];
-        IF EXISTS (SELECT 1 FROM shardgate.fence WHERE tenant_id = k) THEN
+    IF current_setting('shardgate.fence_bypass', true) IS DISTINCT FROM 'on' THEN
+        -- The row's tenant before and after: an update may move a row between tenants.
+        IF TG_OP <> 'INSERT' THEN keys := keys || (to_jsonb(OLD) ->> TG_ARGV[0]); END IF;
+        IF TG_OP <> 'DELETE' THEN keys := keys || (to_jsonb(NEW) ->> TG_ARGV[0]); END IF;
+        SELECT f.tenant_id INTO k FROM shardgate.fence f WHERE f.tenant_id = ANY (keys) LIMIT 1;
+        IF FOUND THEN
             RAISE EXCEPTION 'shardgate: tenant % has moved off this shard (fenced); retry through the proxy', k
                 USING ERRCODE = '{FENCE_SQLSTATE}';
         END IF;
     END IF;
-    IF TG_OP <> 'DELETE' THEN
-        k := to_jsonb(NEW) ->> TG_ARGV[0];
-        IF EXISTS (SELECT 1 FROM shardgate.fence WHERE tenant_id = k) THEN
-            RAISE EXCEPTION 'shardgate: tenant % has moved off this shard (fenced); retry through the proxy', k
-                USING ERRCODE = '{FENCE_SQLSTATE}';
-        END IF;
-        RETURN NEW;
-    END IF;
-    RETURN OLD;
+    IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+    RETURN NEW;
 END
 $fence$;"
     )
