@@ -64,12 +64,32 @@ impl Session<'_> {
     /// one cannot be reached (a dead shard must not fail statements that need no tenant).
     async fn lend_any(&mut self) -> Lent {
         let mut last = None;
-        for shard in self.any_shards() {
+        // The first choice answers almost always: the full list is built only when it
+        // does not.
+        let mut first = None;
+        self.any_shards(|s| {
+            first = Some(s);
+            false
+        });
+        let (mut next, mut rest) = (first, None);
+        while let Some(shard) = next {
             match self.attach(shard).await {
                 Ok(()) => return Lent::Ready,
                 Err(e) if e.sqlstate().starts_with("08") => last = Some(e),
                 Err(e) => return Lent::Failed(e),
             }
+            next = rest
+                .get_or_insert_with(|| {
+                    let mut others = Vec::new();
+                    self.any_shards(|s| {
+                        if Some(s) != first {
+                            others.push(s);
+                        }
+                        true
+                    });
+                    others.into_iter()
+                })
+                .next();
         }
         Lent::Failed(last.unwrap_or(BackendError::Config {
             shard: "-".into(),
@@ -79,14 +99,17 @@ impl Session<'_> {
 
     /// Shards for a statement any shard can run, best first: the tenant setting's shard if
     /// one is set (so a transaction that starts this way stays where the tenant is), then
-    /// the active shards in turn.
-    fn any_shards(&self) -> Vec<ShardId> {
+    /// the active shards in turn. Each goes to `take`, until it returns false.
+    fn any_shards(&self, mut take: impl FnMut(ShardId) -> bool) {
         let map = self.ctx.routing.map.load();
-        let mut order = Vec::with_capacity(map.shards().len());
+        let mut preferred = None;
         if let Ok(Some(key)) = self.guc_tenant_key()
             && let Ok(p) = map.locate(&key)
         {
-            order.push(p.shard);
+            if !take(p.shard) {
+                return;
+            }
+            preferred = Some(p.shard);
         }
         // The active shards (all of them when none is) in turn, without a list of their own:
         // this runs for every statement that names no tenant.
@@ -106,11 +129,10 @@ impl Session<'_> {
             .filter(|s| eligible.is_none_or(|state| s.state == state))
             .map(|s| s.id);
         for s in ids.clone().skip(start % n.max(1)).chain(ids).take(n) {
-            if !order.contains(&s) {
-                order.push(s);
+            if Some(s) != preferred && !take(s) {
+                return;
             }
         }
-        order
     }
 
     /// Lends the client a connection to `shard` and brings its settings in line with the
