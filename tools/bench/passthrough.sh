@@ -3,6 +3,9 @@
 # (transaction pooling) and through shardgate (transaction pooling), in simple, extended and
 # prepared modes. Targets are interleaved within each round so that drift on a shared
 # machine hits all three alike; the medians of the rounds are compared as ratios.
+# It also prints each proxy's CPU time (user + system, from /proc) per transaction: on a
+# box where the proxies share two cores with Postgres and pgbench, that is the steadier
+# figure behind the ratios.
 #
 # Usage: tools/bench/passthrough.sh [--clients N] [--seconds S] [--rounds R] [--scale K]
 #        [--workers W]
@@ -82,14 +85,27 @@ RUST_LOG=warn "$repo/target/release/shardgate" --config "$work/shardgate.toml" >
 echo $! > "$work/sg.pid"
 for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p "$sg_port" && break; sleep 0.1; done
 
-run() { # target port mode -> "tps failed"
-  local out
+# CPU seconds (user + system) a process has used so far, in clock ticks.
+cpu_ticks() { [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+tick_hz=$(getconf CLK_TCK)
+
+run() { # target port mode -> "tps failed proxy_cpu_us_per_tx"
+  local out pid=
+  case "$1" in
+    pgbouncer) pid=$(cat "$work/pgbouncer.pid") ;;
+    shardgate) pid=$(cat "$work/sg.pid") ;;
+  esac
+  local t0; t0=$(cpu_ticks "$pid")
   out=$(pgbench -n -S -M "$3" -c "$CLIENTS" -j 2 -T "$SECONDS_PER_RUN" -h 127.0.0.1 -p "$2" -U postgres app 2>&1) || true
   local tps failed
   tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")
   failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
   [ -n "$tps" ] || { tps=0; failed=error; }
-  echo "$1 $3 ${tps} ${failed:-0}" >> "$work/results"
+  local cpu_us
+  cpu_us=$(awk -v tps="$tps" -v s="$SECONDS_PER_RUN" -v a="$t0" -v b="$(cpu_ticks "$pid")" \
+    -v hz="$tick_hz" -v pid="$pid" \
+    'BEGIN { if (pid != "" && tps > 0) printf "%.1f", (b - a) / hz * 1e6 / (tps * s); else print "nan" }')
+  echo "$1 $3 ${tps} ${failed:-0} ${cpu_us}" >> "$work/results"
 }
 
 echo "pgbench -S, $CLIENTS clients, ${SECONDS_PER_RUN}s runs, $ROUNDS rounds, $(nproc) cores, scale $SCALE"
@@ -105,9 +121,10 @@ done
 python3 - "$work/results" <<'EOF'
 import statistics, sys, collections
 rows = collections.defaultdict(list); failed = collections.defaultdict(list)
+cpu = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    t, m, tps, f = line.split()
-    rows[(t, m)].append(float(tps)); failed[(t, m)].append(f)
+    t, m, tps, f, c = line.split()
+    rows[(t, m)].append(float(tps)); failed[(t, m)].append(f); cpu[(t, m)].append(float(c))
 modes = []
 for (_, m) in rows:
     if m not in modes: modes.append(m)
@@ -118,4 +135,8 @@ for m in modes:
     print(f"{m:9} {med['direct']:9.0f} {med['pgbouncer']:10.0f} {med['shardgate']:10.0f} "
           f"{r('pgbouncer','direct'):10.2f} {r('shardgate','direct'):10.2f} {r('shardgate','pgbouncer'):7.2f}  "
           f"{','.join(failed[('pgbouncer', m)])} / {','.join(failed[('shardgate', m)])}")
+print("proxy CPU (user + system) per transaction, medians, microseconds:")
+for m in modes:
+    c = {t: statistics.median(cpu[(t, m)]) for t in ("pgbouncer", "shardgate")}
+    print(f"{m:9} pgbouncer {c['pgbouncer']:6.1f}  shardgate {c['shardgate']:6.1f}")
 EOF
