@@ -85,12 +85,8 @@ RUST_LOG=warn "$repo/target/release/shardgate" --config "$work/shardgate.toml" >
 echo $! > "$work/sg.pid"
 for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p "$sg_port" && break; sleep 0.1; done
 
-# CPU seconds (user + system) a process has used so far, in clock ticks.
-cpu_ticks() { [ -n "$1" ] && awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-tick_hz=$(getconf CLK_TCK)
-
 run() { # target port mode -> "tps failed proxy_cpu_us_per_tx"
-  local out pid=
+  local out pid=$$  # direct: no proxy (its column is not printed)
   case "$1" in
     pgbouncer) pid=$(cat "$work/pgbouncer.pid") ;;
     shardgate) pid=$(cat "$work/sg.pid") ;;
@@ -103,8 +99,8 @@ run() { # target port mode -> "tps failed proxy_cpu_us_per_tx"
   [ -n "$tps" ] || { tps=0; failed=error; }
   local cpu_us
   cpu_us=$(awk -v tps="$tps" -v s="$SECONDS_PER_RUN" -v a="$t0" -v b="$(cpu_ticks "$pid")" \
-    -v hz="$tick_hz" -v pid="$pid" \
-    'BEGIN { if (pid != "" && tps > 0) printf "%.1f", (b - a) / hz * 1e6 / (tps * s); else print "nan" }')
+    -v hz="$tick_hz" \
+    'BEGIN { if (tps > 0) printf "%.1f", (b - a) / hz * 1e6 / (tps * s); else print "nan" }')
   echo "$1 $3 ${tps} ${failed:-0} ${cpu_us}" >> "$work/results"
 }
 

@@ -104,7 +104,6 @@ cat > "$work/script.sql" <<EOF
 SELECT abalance FROM accounts WHERE tenant_id = :t AND aid = :aid;
 EOF
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # user + system, 1/100 s
 run() { # label port mode proxy-pid
   local out tps failed before
   before=$(cpu_ticks "$4")
@@ -117,16 +116,16 @@ for r in $(seq "$ROUNDS"); do
   for m in $MODES; do run one_shard "$p1" "$m" "$(cat "$work/one.toml.pid")"; run four_shards "$p4" "$m" "$(cat "$work/four.toml.pid")"; done
   echo "round $r done"
 done
-python3 - "$work/results" "$SECS" <<'EOF'
+python3 - "$work/results" "$SECS" "$tick_hz" <<'EOF'
 import statistics, sys, collections
-secs = float(sys.argv[2])
+secs, hz = float(sys.argv[2]), float(sys.argv[3])
 rows = collections.defaultdict(list); failed = collections.defaultdict(list)
 cpu = collections.defaultdict(list); modes = []
 for line in open(sys.argv[1]):
     t, m, tps, f, ticks = line.split()
     rows[(t, m)].append(float(tps)); failed[(t, m)].append(f)
-    # The proxy's CPU per transaction, in microseconds (ticks are 10 ms).
-    cpu[(t, m)].append(int(ticks) * 10_000 / (float(tps) * secs) if float(tps) else 0)
+    # The proxy's CPU per transaction, in microseconds.
+    cpu[(t, m)].append(int(ticks) / hz * 1e6 / (float(tps) * secs) if float(tps) else 0)
     if m not in modes: modes.append(m)
 print(f"{'mode':9} {'1 shard':>9} {'4 shards':>9} {'ratio':>6}  proxy CPU/tx (1 / 4)  failed (1 / 4)")
 for m in modes:
