@@ -122,6 +122,65 @@ const IDENT_BYTE: [bool; 256] = {
     t
 };
 
+/// What a byte can start, for the main loop's one table look per token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// A name (letters, `_`, and every byte of a non-ASCII character).
+    Word,
+    /// An operator or punctuation byte with no meaning of its own to the lexer.
+    Plain,
+    Space,
+    Digit,
+    /// `'`
+    Quote,
+    /// `"`
+    Name,
+    Dollar,
+    Semicolon,
+    /// `-`: a comment when doubled.
+    Dash,
+    /// `/`: a comment before `*`.
+    Slash,
+    /// `.`: may start a number (`.5`).
+    Dot,
+    /// `(` or `[`
+    Open,
+    /// `)` or `]`
+    Close,
+    Comma,
+}
+
+const CLASS: [Class; 256] = {
+    let mut t = [Class::Plain; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = match b {
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => Class::Space,
+            b'0'..=b'9' => Class::Digit,
+            b'\'' => Class::Quote,
+            b'"' => Class::Name,
+            b'$' => Class::Dollar,
+            b';' => Class::Semicolon,
+            b'-' => Class::Dash,
+            b'/' => Class::Slash,
+            b'.' => Class::Dot,
+            b'(' | b'[' => Class::Open,
+            b')' | b']' => Class::Close,
+            b',' => Class::Comma,
+            _ if b.is_ascii_alphabetic() || b == b'_' || b >= 0x80 => Class::Word,
+            _ => Class::Plain,
+        };
+        i += 1;
+    }
+    t
+};
+
+/// After this byte a `.` is a qualifier (`t.5`, `"t".c`, `f(x).a`), not the start of `.5`.
+fn ends_name(b: u8) -> bool {
+    is_ident_byte(b) || matches!(b, b'"' | b')' | b']')
+}
+
 struct StmtLexer<'a, 'k> {
     sql: &'a [u8],
     start: usize,
@@ -161,45 +220,42 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
     }
 
     /// Lexes up to the statement's `;` (or the end); returns it and where the next one starts.
+    /// Names, operators and punctuation go to [`Self::stretch`]; everything else that needs
+    /// a look of its own (whitespace, comments, literals, parameters) is settled here.
     fn run(mut self) -> (Lexed<'a>, usize) {
         let sql = self.sql;
         let mut end = sql.len();
-        while self.pos < sql.len() {
-            let b = sql[self.pos];
+        while let Some(&b) = sql.get(self.pos) {
             let next = sql.get(self.pos + 1).copied();
-            match b {
-                b';' => {
+            match CLASS[b as usize] {
+                Class::Semicolon => {
                     end = self.pos;
                     self.pos += 1;
                     break;
                 }
-                b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
+                Class::Space => {
                     self.space = true;
                     self.pos += 1;
-                    while self.pos < sql.len()
-                        && matches!(sql[self.pos], b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+                    while sql
+                        .get(self.pos)
+                        .is_some_and(|&b| CLASS[b as usize] == Class::Space)
                     {
                         self.pos += 1;
                     }
                 }
-                b'-' if next == Some(b'-') => self.line_comment(),
-                b'/' if next == Some(b'*') => self.block_comment(),
-                b'\'' if self.pos > self.start && sql[self.pos - 1] == b'&' => {
-                    self.verbatim_quoted()
+                Class::Dash if next == Some(b'-') => self.line_comment(),
+                Class::Slash if next == Some(b'*') => self.block_comment(),
+                Class::Quote if self.pos == self.start || sql[self.pos - 1] != b'&' => {
+                    self.string_literal(self.pos + 1, false)
                 }
-                b'\'' => self.string_literal(self.pos + 1, false),
-                b'"' => self.verbatim_quoted(),
-                b'$' => self.dollar(),
-                b'0'..=b'9' => self.number(),
-                b'.' if next.is_some_and(|n| n.is_ascii_digit()) && self.dot_starts_number() => {
+                Class::Dollar => self.dollar(),
+                Class::Digit => self.number(),
+                Class::Dot
+                    if next.is_some_and(|n| n.is_ascii_digit()) && self.dot_starts_number() =>
+                {
                     self.number()
                 }
-                _ if is_ident_start(b) => self.ident(),
-                _ => {
-                    self.emit(&sql[self.pos..self.pos + 1]);
-                    self.bracket(b);
-                    self.pos += 1;
-                }
+                _ => self.stretch(),
             }
         }
         let mut lexed = self.lexed;
@@ -211,14 +267,127 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
         (lexed, self.pos)
     }
 
+    /// Copies the longest stretch of tokens that the normalized text keeps as written
+    /// (names, quoted names, prefixed strings such as `B'01'` and `U&'…'`, operators,
+    /// brackets, commas, and single spaces between them) in one go, counting its tokens for
+    /// `too_deep`. It stops before other whitespace, a comment, a literal, a parameter or a
+    /// `;`: inside a stretch, a digit or a `$` that does not continue a name starts a token
+    /// of its own.
+    fn stretch(&mut self) {
+        let sql = self.sql;
+        let start = self.pos;
+        let mut i = start;
+        let mut tokens = 0;
+        let mut e_string = false;
+        while let Some(&b) = sql.get(i) {
+            match CLASS[b as usize] {
+                Class::Word => {
+                    let word = i;
+                    let rest = &sql[i + 1..];
+                    i += 1 + rest
+                        .iter()
+                        .position(|&b| !IDENT_BYTE[b as usize])
+                        .unwrap_or(rest.len());
+                    tokens += 1;
+                    if sql.get(i) == Some(&b'\'') {
+                        if i == word + 1 && matches!(b, b'e' | b'E') {
+                            // `E'…'`: a literal, which the stretch stops before.
+                            (i, tokens, e_string) = (word, tokens - 1, true);
+                            break;
+                        }
+                        // B'…', X'…', N'…' and other prefixed strings stay in the text.
+                        i = quoted_end(sql, i);
+                    }
+                }
+                Class::Plain => {
+                    i += 1;
+                    tokens += 1;
+                }
+                Class::Dash | Class::Slash => {
+                    let comment = if b == b'-' { b'-' } else { b'*' };
+                    if sql.get(i + 1) == Some(&comment) {
+                        break;
+                    }
+                    i += 1;
+                    tokens += 1;
+                }
+                Class::Dot => {
+                    // (At the start, `run` has already found that this is not a number.)
+                    if i > start
+                        && sql.get(i + 1).is_some_and(|n| n.is_ascii_digit())
+                        && !ends_name(sql[i - 1])
+                    {
+                        break;
+                    }
+                    i += 1;
+                    tokens += 1;
+                }
+                Class::Name => {
+                    i = quoted_end(sql, i);
+                    tokens += 1;
+                }
+                // A string with a prefix that changes its meaning (`U&'…'`): kept as is.
+                Class::Quote if i > self.start && sql[i - 1] == b'&' => {
+                    i = quoted_end(sql, i);
+                    tokens += 1;
+                }
+                Class::Open | Class::Close | Class::Comma => {
+                    self.count(tokens + 1);
+                    tokens = 0;
+                    self.bracket(b);
+                    i += 1;
+                }
+                // One space before a name, an operator or punctuation is what the normalized
+                // text has there too; anything else ends the stretch before the space.
+                Class::Space
+                    if b == b' '
+                        && sql.get(i + 1).is_some_and(|&n| {
+                            matches!(
+                                CLASS[n as usize],
+                                Class::Word
+                                    | Class::Plain
+                                    | Class::Name
+                                    | Class::Open
+                                    | Class::Close
+                                    | Class::Comma
+                            )
+                        }) =>
+                {
+                    i += 1;
+                }
+                _ => break,
+            }
+        }
+        debug_assert!(i > start || e_string, "a stretch always moves on");
+        if i > start {
+            self.count(tokens);
+            self.emit(&sql[start..i]);
+            self.pos = i;
+        }
+        if e_string {
+            self.string_literal(i + 2, true);
+        }
+    }
+
+    /// Appends to the normalized text, after one space if whitespace or a comment came before.
     fn emit(&mut self, bytes: &[u8]) {
         if self.space && !self.out.is_empty() {
             self.out.push(b' ');
         }
         self.space = false;
         self.out.extend_from_slice(bytes);
+    }
+
+    /// One token that is not part of a stretch.
+    fn token(&mut self, bytes: &[u8]) {
+        self.emit(bytes);
+        self.count(1);
+    }
+
+    /// Adds `tokens` to the current bracket level's run (see `MAX_RUN_TOKENS`).
+    fn count(&mut self, tokens: u32) {
         let run = &mut self.runs[self.level];
-        *run += 1;
+        *run += tokens;
         if *run > MAX_RUN_TOKENS {
             self.lexed.too_deep = true;
         }
@@ -237,23 +406,22 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
         }
     }
 
+    /// `$n` (a placeholder or the client's own parameter) as one token.
+    fn param(&mut self, n: u32) {
+        let mut buf = [0u8; 11];
+        self.token(dollar_number(n, &mut buf));
+    }
+
     fn push_literal(&mut self, at: usize, text: String, quoted: bool) {
         let n = self.lexed.base + 1 + self.lexed.literals.len() as u32;
-        self.emit(b"$");
-        let mut buf = [0u8; 10];
-        let digits = itoa(n, &mut buf);
-        self.out.extend_from_slice(digits);
+        self.param(n);
         self.lexed.literals.push(Literal { text, quoted });
         self.lexed.offsets.push(at - self.start);
     }
 
     /// A `.` starts a number (`.5`) unless it follows a name or a closing bracket (`t.5`).
     fn dot_starts_number(&self) -> bool {
-        self.space
-            || self
-                .out
-                .last()
-                .is_none_or(|&b| !(is_ident_byte(b) || matches!(b, b'"' | b')' | b']')))
+        self.space || self.out.last().is_none_or(|&b| !ends_name(b))
     }
 
     fn line_comment(&mut self) {
@@ -277,38 +445,6 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
         self.space = true;
     }
 
-    /// `"ident"`, or a string with a prefix that changes its meaning (`U&'…'`): copied as is.
-    fn verbatim_quoted(&mut self) {
-        let end = quoted_end(self.sql, self.pos);
-        self.emit(&self.sql[self.pos..end]);
-        self.pos = end;
-    }
-
-    fn ident(&mut self) {
-        let sql = self.sql;
-        let start = self.pos;
-        let after = start
-            + 1
-            + sql[start + 1..]
-                .iter()
-                .position(|&b| !IDENT_BYTE[b as usize])
-                .unwrap_or(sql.len() - start - 1);
-        let len = after - start;
-        if sql.get(after) == Some(&b'\'') {
-            if len == 1 && matches!(sql[start], b'e' | b'E') {
-                self.pos = after;
-                return self.string_literal(after + 1, true);
-            }
-            // B'…', X'…', N'…' and other prefixed strings stay in the text.
-            let end = quoted_end(sql, after);
-            self.emit(&sql[start..end]);
-            self.pos = end;
-            return;
-        }
-        self.emit(&sql[start..after]);
-        self.pos = after;
-    }
-
     /// A `'…'` (or `E'…'` when `escapes`) constant whose body starts at `body`.
     fn string_literal(&mut self, body: usize, escapes: bool) {
         let at = if escapes { body - 2 } else { body - 1 };
@@ -319,7 +455,7 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
             }
             None => {
                 // Unterminated: Postgres will refuse it; keep the text as written.
-                self.emit(&self.sql[at..]);
+                self.token(&self.sql[at..]);
                 self.pos = self.sql.len();
             }
         }
@@ -333,10 +469,7 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
             // they can never collide with a placeholder.
             let n = if (1..=MAX_PARAM).contains(&n) { n } else { 0 };
             self.lexed.max_param = self.lexed.max_param.max(n);
-            self.emit(b"$");
-            let mut buf = [0u8; 10];
-            let digits = itoa(n, &mut buf);
-            self.out.extend_from_slice(digits);
+            self.param(n);
             self.pos += 1 + len;
             return;
         }
@@ -347,7 +480,7 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
                 self.pos = end;
             }
             None => {
-                self.emit(b"$");
+                self.token(b"$");
                 self.pos += 1;
             }
         }
@@ -360,7 +493,7 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
         if sql.get(end).is_some_and(|&b| is_ident_byte(b)) {
             // `1abc`: not a plain number; keep it (and the name) as written.
             let stop = end + sql[end..].iter().take_while(|&&b| is_ident_byte(b)).count();
-            self.emit(&sql[start..stop]);
+            self.token(&sql[start..stop]);
             self.pos = stop;
             return;
         }
@@ -371,14 +504,16 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
     }
 }
 
-fn itoa(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+/// `$n` in `buf`.
+fn dollar_number(mut n: u32, buf: &mut [u8; 11]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
         buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            return &buf[i..];
+            buf[i - 1] = b'$';
+            return &buf[i - 1..];
         }
     }
 }
