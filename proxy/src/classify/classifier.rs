@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::cache::TemplateCache;
-use super::lexer::{self, Literal};
+use super::lexer;
+use super::literal::Literal;
 use super::template::{self, Template};
 
 /// The shard key's SQL type: the catalog's own, so the proxy, the catalog and `shardctl`

@@ -9,13 +9,7 @@
 //! Placeholders are numbered above the highest `$n` of the statement so that they cannot be
 //! mistaken for the client's own parameters.
 
-/// One literal value of a statement, decoded (`'it''s'` is `it's`, `E'\x41'` is `A`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Literal {
-    pub text: String,
-    /// True for string constants (`'…'`, `E'…'`, `$$…$$`), false for numbers.
-    pub quoted: bool,
-}
+use super::literal::{Literal, LiteralText};
 
 /// One statement of a query string, lexed.
 #[derive(Debug)]
@@ -24,9 +18,8 @@ pub(crate) struct Lexed<'a> {
     pub raw: &'a [u8],
     /// Literals replaced by `$base+1, $base+2, …`; comments and runs of whitespace are one space.
     pub normalized: String,
+    /// The literals in order, each with where it starts in `raw`.
     pub literals: Vec<Literal>,
-    /// Where each literal starts in `raw` (byte offset).
-    pub offsets: Vec<usize>,
     /// Placeholders are numbered from `base + 1`; `base >= max_param`.
     pub base: u32,
     /// The highest `$n` (1..=65535) the statement uses; 0 when none.
@@ -36,6 +29,18 @@ pub(crate) struct Lexed<'a> {
     /// Some run of tokens is long enough to parse into an expression tree deep enough to
     /// overflow a thread's stack when dropped (`a+a+a+…`): such a statement is not parsed.
     pub too_deep: bool,
+}
+
+impl Lexed<'_> {
+    /// Where each literal starts in `raw` (byte offsets; `usize::MAX`, which matches no
+    /// position, past 4 GiB).
+    pub fn offsets(&self) -> Vec<usize> {
+        let at = |l: &Literal| match l.offset {
+            u32::MAX => usize::MAX,
+            o => o as usize,
+        };
+        self.literals.iter().map(at).collect()
+    }
 }
 
 /// The most tokens one bracket level may hold between commas before a statement counts as
@@ -207,7 +212,6 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
                 raw: &[],
                 normalized: String::new(),
                 literals: Vec::new(),
-                offsets: Vec::new(),
                 base,
                 max_param: 0,
                 comment_key: None,
@@ -412,11 +416,15 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
         self.token(dollar_number(n, &mut buf));
     }
 
-    fn push_literal(&mut self, at: usize, text: String, quoted: bool) {
+    fn push_literal(&mut self, at: usize, text: LiteralText, quoted: bool) {
         let n = self.lexed.base + 1 + self.lexed.literals.len() as u32;
         self.param(n);
-        self.lexed.literals.push(Literal { text, quoted });
-        self.lexed.offsets.push(at - self.start);
+        let offset = u32::try_from(at - self.start).unwrap_or(u32::MAX);
+        self.lexed.literals.push(Literal {
+            text,
+            quoted,
+            offset,
+        });
     }
 
     /// A `.` starts a number (`.5`) unless it follows a name or a closing bracket (`t.5`).
@@ -475,7 +483,7 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
         }
         match dollar_quote(sql, self.pos) {
             Some((body, end)) => {
-                let text = String::from_utf8_lossy(&sql[body.0..body.1]).into_owned();
+                let text = LiteralText::from_bytes(&sql[body.0..body.1]);
                 self.push_literal(self.pos, text, true);
                 self.pos = end;
             }
@@ -497,9 +505,7 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
             self.pos = stop;
             return;
         }
-        // A number is ASCII: no UTF-8 validation needed.
-        let text = sql[start..end].iter().map(|&b| char::from(b)).collect();
-        self.push_literal(start, text, false);
+        self.push_literal(start, LiteralText::from_bytes(&sql[start..end]), false);
         self.pos = end;
     }
 }
@@ -550,18 +556,28 @@ fn number_end(sql: &[u8], start: usize) -> usize {
     i
 }
 
-/// Scans a string body; returns the decoded text and the position after the closing quote,
-/// or `None` when it is not closed.
-fn scan_string(sql: &[u8], body: usize, escapes: bool) -> Option<(String, usize)> {
-    let mut text = Vec::new();
-    let mut i = body;
+/// Scans a string body; returns its text and the position after the closing quote, or
+/// `None` when it is not closed.
+fn scan_string(sql: &[u8], body: usize, escapes: bool) -> Option<(LiteralText, usize)> {
+    // Most strings hold no doubled quote and no escape: their text is the body as written.
+    let rest = &sql[body..];
+    let stop = if escapes {
+        memchr::memchr2(b'\'', b'\\', rest)?
+    } else {
+        memchr::memchr(b'\'', rest)?
+    };
+    if rest[stop] == b'\'' && rest.get(stop + 1) != Some(&b'\'') {
+        return Some((LiteralText::from_bytes(&rest[..stop]), body + stop + 1));
+    }
+    let mut text = rest[..stop].to_vec();
+    let mut i = body + stop;
     while i < sql.len() {
         match sql[i] {
             b'\'' if sql.get(i + 1) == Some(&b'\'') => {
                 text.push(b'\'');
                 i += 2;
             }
-            b'\'' => return Some((bytes_to_string(text), i + 1)),
+            b'\'' => return Some((LiteralText::from_bytes(&text), i + 1)),
             b'\\' if escapes => i = unescape(sql, i, &mut text),
             b => {
                 text.push(b);
@@ -570,10 +586,6 @@ fn scan_string(sql: &[u8], body: usize, escapes: bool) -> Option<(String, usize)
         }
     }
     None
-}
-
-fn bytes_to_string(b: Vec<u8>) -> String {
-    String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Decodes one backslash escape of an `E'…'` string at `at`; returns the position after it.

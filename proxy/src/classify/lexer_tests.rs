@@ -24,7 +24,7 @@ fn literals_become_placeholders_above_the_highest_param() {
     );
     assert_eq!(texts(&l), vec![("42", false), ("it's", true)]);
     assert_eq!((l.base, l.max_param), (2, 2));
-    assert_eq!(l.offsets, vec![39, 65]);
+    assert_eq!(l.offsets(), vec![39, 65]);
 }
 
 #[test]
@@ -166,7 +166,7 @@ fn prefixed_strings_inside_stretches() {
         "select x=$1,y=$2,z=B'01',w=U&'d\\0061',v=t1'x',u=abc'y''z'"
     );
     assert_eq!(texts(&l), vec![("a\nb", true), ("c", true)]);
-    assert_eq!(l.offsets, vec![9, 19]);
+    assert_eq!(l.offsets(), vec![9, 19]);
     // `E` alone at the start of the statement, and after whitespace.
     assert_eq!(one("E'x'").normalized, "$1");
     assert_eq!(one("select  E'x'").normalized, "select $1");
