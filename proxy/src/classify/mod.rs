@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! Classifier::new(ClassifyConfig { key_column, key_type }, capacity)
-//!   .classify(sql: &[u8]) -> Classified { statements: Vec<StatementInfo> }
+//!   .classify(sql: &[u8]) -> Classified { statements: SmallVec<[StatementInfo; 1]> }
 //! StatementInfo { template: Arc<Template>, literals: Vec<Literal>, comment_key: Option<String> }
 //! Literal { text: LiteralText /* derefs to str; inline up to 38 bytes */, quoted: bool }
 //! Template { text, kind: StatementKind, tables: Vec<TableRef>, key: KeySpec,
