@@ -4,8 +4,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use smallvec::SmallVec;
+
 use super::cache::TemplateCache;
-use super::lexer::{self, Literal};
+use super::lexer;
+use super::literal::Literal;
 use super::template::{self, Template};
 
 /// The shard key's SQL type: the catalog's own, so the proxy, the catalog and `shardctl`
@@ -40,7 +43,8 @@ pub struct Classifier {
 /// The statements of one query string, in order (empty statements are left out).
 #[derive(Debug)]
 pub struct Classified {
-    pub statements: Vec<StatementInfo>,
+    /// Derefs to a slice; one statement (the usual case) is kept inline, without allocating.
+    pub statements: SmallVec<[StatementInfo; 1]>,
 }
 
 /// One statement: its shared template and this occurrence's values.

@@ -9,13 +9,7 @@
 //! Placeholders are numbered above the highest `$n` of the statement so that they cannot be
 //! mistaken for the client's own parameters.
 
-/// One literal value of a statement, decoded (`'it''s'` is `it's`, `E'\x41'` is `A`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Literal {
-    pub text: String,
-    /// True for string constants (`'…'`, `E'…'`, `$$…$$`), false for numbers.
-    pub quoted: bool,
-}
+use super::literal::{Literal, LiteralText};
 
 /// One statement of a query string, lexed.
 #[derive(Debug)]
@@ -24,9 +18,8 @@ pub(crate) struct Lexed<'a> {
     pub raw: &'a [u8],
     /// Literals replaced by `$base+1, $base+2, …`; comments and runs of whitespace are one space.
     pub normalized: String,
+    /// The literals in order, each with where it starts in `raw`.
     pub literals: Vec<Literal>,
-    /// Where each literal starts in `raw` (byte offset).
-    pub offsets: Vec<usize>,
     /// Placeholders are numbered from `base + 1`; `base >= max_param`.
     pub base: u32,
     /// The highest `$n` (1..=65535) the statement uses; 0 when none.
@@ -36,6 +29,18 @@ pub(crate) struct Lexed<'a> {
     /// Some run of tokens is long enough to parse into an expression tree deep enough to
     /// overflow a thread's stack when dropped (`a+a+a+…`): such a statement is not parsed.
     pub too_deep: bool,
+}
+
+impl Lexed<'_> {
+    /// Where each literal starts in `raw` (byte offsets; `usize::MAX`, which matches no
+    /// position, past 4 GiB).
+    pub fn offsets(&self) -> Vec<usize> {
+        let at = |l: &Literal| match l.offset {
+            u32::MAX => usize::MAX,
+            o => o as usize,
+        };
+        self.literals.iter().map(at).collect()
+    }
 }
 
 /// The most tokens one bracket level may hold between commas before a statement counts as
@@ -122,6 +127,65 @@ const IDENT_BYTE: [bool; 256] = {
     t
 };
 
+/// What a byte can start, for the main loop's one table look per token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// A name (letters, `_`, and every byte of a non-ASCII character).
+    Word,
+    /// An operator or punctuation byte with no meaning of its own to the lexer.
+    Plain,
+    Space,
+    Digit,
+    /// `'`
+    Quote,
+    /// `"`
+    Name,
+    Dollar,
+    Semicolon,
+    /// `-`: a comment when doubled.
+    Dash,
+    /// `/`: a comment before `*`.
+    Slash,
+    /// `.`: may start a number (`.5`).
+    Dot,
+    /// `(` or `[`
+    Open,
+    /// `)` or `]`
+    Close,
+    Comma,
+}
+
+const CLASS: [Class; 256] = {
+    let mut t = [Class::Plain; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = match b {
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => Class::Space,
+            b'0'..=b'9' => Class::Digit,
+            b'\'' => Class::Quote,
+            b'"' => Class::Name,
+            b'$' => Class::Dollar,
+            b';' => Class::Semicolon,
+            b'-' => Class::Dash,
+            b'/' => Class::Slash,
+            b'.' => Class::Dot,
+            b'(' | b'[' => Class::Open,
+            b')' | b']' => Class::Close,
+            b',' => Class::Comma,
+            _ if b.is_ascii_alphabetic() || b == b'_' || b >= 0x80 => Class::Word,
+            _ => Class::Plain,
+        };
+        i += 1;
+    }
+    t
+};
+
+/// After this byte a `.` is a qualifier (`t.5`, `"t".c`, `f(x).a`), not the start of `.5`.
+fn ends_name(b: u8) -> bool {
+    is_ident_byte(b) || matches!(b, b'"' | b')' | b']')
+}
+
 struct StmtLexer<'a, 'k> {
     sql: &'a [u8],
     start: usize,
@@ -148,7 +212,6 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
                 raw: &[],
                 normalized: String::new(),
                 literals: Vec::new(),
-                offsets: Vec::new(),
                 base,
                 max_param: 0,
                 comment_key: None,
@@ -161,45 +224,42 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
     }
 
     /// Lexes up to the statement's `;` (or the end); returns it and where the next one starts.
+    /// Names, operators and punctuation go to [`Self::stretch`]; everything else that needs
+    /// a look of its own (whitespace, comments, literals, parameters) is settled here.
     fn run(mut self) -> (Lexed<'a>, usize) {
         let sql = self.sql;
         let mut end = sql.len();
-        while self.pos < sql.len() {
-            let b = sql[self.pos];
+        while let Some(&b) = sql.get(self.pos) {
             let next = sql.get(self.pos + 1).copied();
-            match b {
-                b';' => {
+            match CLASS[b as usize] {
+                Class::Semicolon => {
                     end = self.pos;
                     self.pos += 1;
                     break;
                 }
-                b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
+                Class::Space => {
                     self.space = true;
                     self.pos += 1;
-                    while self.pos < sql.len()
-                        && matches!(sql[self.pos], b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+                    while sql
+                        .get(self.pos)
+                        .is_some_and(|&b| CLASS[b as usize] == Class::Space)
                     {
                         self.pos += 1;
                     }
                 }
-                b'-' if next == Some(b'-') => self.line_comment(),
-                b'/' if next == Some(b'*') => self.block_comment(),
-                b'\'' if self.pos > self.start && sql[self.pos - 1] == b'&' => {
-                    self.verbatim_quoted()
+                Class::Dash if next == Some(b'-') => self.line_comment(),
+                Class::Slash if next == Some(b'*') => self.block_comment(),
+                Class::Quote if self.pos == self.start || sql[self.pos - 1] != b'&' => {
+                    self.string_literal(self.pos + 1, false)
                 }
-                b'\'' => self.string_literal(self.pos + 1, false),
-                b'"' => self.verbatim_quoted(),
-                b'$' => self.dollar(),
-                b'0'..=b'9' => self.number(),
-                b'.' if next.is_some_and(|n| n.is_ascii_digit()) && self.dot_starts_number() => {
+                Class::Dollar => self.dollar(),
+                Class::Digit => self.number(),
+                Class::Dot
+                    if next.is_some_and(|n| n.is_ascii_digit()) && self.dot_starts_number() =>
+                {
                     self.number()
                 }
-                _ if is_ident_start(b) => self.ident(),
-                _ => {
-                    self.emit(&sql[self.pos..self.pos + 1]);
-                    self.bracket(b);
-                    self.pos += 1;
-                }
+                _ => self.stretch(),
             }
         }
         let mut lexed = self.lexed;
@@ -211,14 +271,127 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
         (lexed, self.pos)
     }
 
+    /// Copies the longest stretch of tokens that the normalized text keeps as written
+    /// (names, quoted names, prefixed strings such as `B'01'` and `U&'…'`, operators,
+    /// brackets, commas, and single spaces between them) in one go, counting its tokens for
+    /// `too_deep`. It stops before other whitespace, a comment, a literal, a parameter or a
+    /// `;`: inside a stretch, a digit or a `$` that does not continue a name starts a token
+    /// of its own.
+    fn stretch(&mut self) {
+        let sql = self.sql;
+        let start = self.pos;
+        let mut i = start;
+        let mut tokens = 0;
+        let mut e_string = false;
+        while let Some(&b) = sql.get(i) {
+            match CLASS[b as usize] {
+                Class::Word => {
+                    let word = i;
+                    let rest = &sql[i + 1..];
+                    i += 1 + rest
+                        .iter()
+                        .position(|&b| !IDENT_BYTE[b as usize])
+                        .unwrap_or(rest.len());
+                    tokens += 1;
+                    if sql.get(i) == Some(&b'\'') {
+                        if i == word + 1 && matches!(b, b'e' | b'E') {
+                            // `E'…'`: a literal, which the stretch stops before.
+                            (i, tokens, e_string) = (word, tokens - 1, true);
+                            break;
+                        }
+                        // B'…', X'…', N'…' and other prefixed strings stay in the text.
+                        i = quoted_end(sql, i);
+                    }
+                }
+                Class::Plain => {
+                    i += 1;
+                    tokens += 1;
+                }
+                Class::Dash | Class::Slash => {
+                    let comment = if b == b'-' { b'-' } else { b'*' };
+                    if sql.get(i + 1) == Some(&comment) {
+                        break;
+                    }
+                    i += 1;
+                    tokens += 1;
+                }
+                Class::Dot => {
+                    // (At the start, `run` has already found that this is not a number.)
+                    if i > start
+                        && sql.get(i + 1).is_some_and(|n| n.is_ascii_digit())
+                        && !ends_name(sql[i - 1])
+                    {
+                        break;
+                    }
+                    i += 1;
+                    tokens += 1;
+                }
+                Class::Name => {
+                    i = quoted_end(sql, i);
+                    tokens += 1;
+                }
+                // A string with a prefix that changes its meaning (`U&'…'`): kept as is.
+                Class::Quote if i > self.start && sql[i - 1] == b'&' => {
+                    i = quoted_end(sql, i);
+                    tokens += 1;
+                }
+                Class::Open | Class::Close | Class::Comma => {
+                    self.count(tokens + 1);
+                    tokens = 0;
+                    self.bracket(b);
+                    i += 1;
+                }
+                // One space before a name, an operator or punctuation is what the normalized
+                // text has there too; anything else ends the stretch before the space.
+                Class::Space
+                    if b == b' '
+                        && sql.get(i + 1).is_some_and(|&n| {
+                            matches!(
+                                CLASS[n as usize],
+                                Class::Word
+                                    | Class::Plain
+                                    | Class::Name
+                                    | Class::Open
+                                    | Class::Close
+                                    | Class::Comma
+                            )
+                        }) =>
+                {
+                    i += 1;
+                }
+                _ => break,
+            }
+        }
+        debug_assert!(i > start || e_string, "a stretch always moves on");
+        if i > start {
+            self.count(tokens);
+            self.emit(&sql[start..i]);
+            self.pos = i;
+        }
+        if e_string {
+            self.string_literal(i + 2, true);
+        }
+    }
+
+    /// Appends to the normalized text, after one space if whitespace or a comment came before.
     fn emit(&mut self, bytes: &[u8]) {
         if self.space && !self.out.is_empty() {
             self.out.push(b' ');
         }
         self.space = false;
         self.out.extend_from_slice(bytes);
+    }
+
+    /// One token that is not part of a stretch.
+    fn token(&mut self, bytes: &[u8]) {
+        self.emit(bytes);
+        self.count(1);
+    }
+
+    /// Adds `tokens` to the current bracket level's run (see `MAX_RUN_TOKENS`).
+    fn count(&mut self, tokens: u32) {
         let run = &mut self.runs[self.level];
-        *run += 1;
+        *run += tokens;
         if *run > MAX_RUN_TOKENS {
             self.lexed.too_deep = true;
         }
@@ -237,23 +410,26 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
         }
     }
 
-    fn push_literal(&mut self, at: usize, text: String, quoted: bool) {
+    /// `$n` (a placeholder or the client's own parameter) as one token.
+    fn param(&mut self, n: u32) {
+        let mut buf = [0u8; 11];
+        self.token(dollar_number(n, &mut buf));
+    }
+
+    fn push_literal(&mut self, at: usize, text: LiteralText, quoted: bool) {
         let n = self.lexed.base + 1 + self.lexed.literals.len() as u32;
-        self.emit(b"$");
-        let mut buf = [0u8; 10];
-        let digits = itoa(n, &mut buf);
-        self.out.extend_from_slice(digits);
-        self.lexed.literals.push(Literal { text, quoted });
-        self.lexed.offsets.push(at - self.start);
+        self.param(n);
+        let offset = u32::try_from(at - self.start).unwrap_or(u32::MAX);
+        self.lexed.literals.push(Literal {
+            text,
+            quoted,
+            offset,
+        });
     }
 
     /// A `.` starts a number (`.5`) unless it follows a name or a closing bracket (`t.5`).
     fn dot_starts_number(&self) -> bool {
-        self.space
-            || self
-                .out
-                .last()
-                .is_none_or(|&b| !(is_ident_byte(b) || matches!(b, b'"' | b')' | b']')))
+        self.space || self.out.last().is_none_or(|&b| !ends_name(b))
     }
 
     fn line_comment(&mut self) {
@@ -277,38 +453,6 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
         self.space = true;
     }
 
-    /// `"ident"`, or a string with a prefix that changes its meaning (`U&'…'`): copied as is.
-    fn verbatim_quoted(&mut self) {
-        let end = quoted_end(self.sql, self.pos);
-        self.emit(&self.sql[self.pos..end]);
-        self.pos = end;
-    }
-
-    fn ident(&mut self) {
-        let sql = self.sql;
-        let start = self.pos;
-        let after = start
-            + 1
-            + sql[start + 1..]
-                .iter()
-                .position(|&b| !IDENT_BYTE[b as usize])
-                .unwrap_or(sql.len() - start - 1);
-        let len = after - start;
-        if sql.get(after) == Some(&b'\'') {
-            if len == 1 && matches!(sql[start], b'e' | b'E') {
-                self.pos = after;
-                return self.string_literal(after + 1, true);
-            }
-            // B'…', X'…', N'…' and other prefixed strings stay in the text.
-            let end = quoted_end(sql, after);
-            self.emit(&sql[start..end]);
-            self.pos = end;
-            return;
-        }
-        self.emit(&sql[start..after]);
-        self.pos = after;
-    }
-
     /// A `'…'` (or `E'…'` when `escapes`) constant whose body starts at `body`.
     fn string_literal(&mut self, body: usize, escapes: bool) {
         let at = if escapes { body - 2 } else { body - 1 };
@@ -319,7 +463,7 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
             }
             None => {
                 // Unterminated: Postgres will refuse it; keep the text as written.
-                self.emit(&self.sql[at..]);
+                self.token(&self.sql[at..]);
                 self.pos = self.sql.len();
             }
         }
@@ -333,21 +477,18 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
             // they can never collide with a placeholder.
             let n = if (1..=MAX_PARAM).contains(&n) { n } else { 0 };
             self.lexed.max_param = self.lexed.max_param.max(n);
-            self.emit(b"$");
-            let mut buf = [0u8; 10];
-            let digits = itoa(n, &mut buf);
-            self.out.extend_from_slice(digits);
+            self.param(n);
             self.pos += 1 + len;
             return;
         }
         match dollar_quote(sql, self.pos) {
             Some((body, end)) => {
-                let text = String::from_utf8_lossy(&sql[body.0..body.1]).into_owned();
+                let text = LiteralText::from_bytes(&sql[body.0..body.1]);
                 self.push_literal(self.pos, text, true);
                 self.pos = end;
             }
             None => {
-                self.emit(b"$");
+                self.token(b"$");
                 self.pos += 1;
             }
         }
@@ -360,25 +501,25 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
         if sql.get(end).is_some_and(|&b| is_ident_byte(b)) {
             // `1abc`: not a plain number; keep it (and the name) as written.
             let stop = end + sql[end..].iter().take_while(|&&b| is_ident_byte(b)).count();
-            self.emit(&sql[start..stop]);
+            self.token(&sql[start..stop]);
             self.pos = stop;
             return;
         }
-        // A number is ASCII: no UTF-8 validation needed.
-        let text = sql[start..end].iter().map(|&b| char::from(b)).collect();
-        self.push_literal(start, text, false);
+        self.push_literal(start, LiteralText::from_bytes(&sql[start..end]), false);
         self.pos = end;
     }
 }
 
-fn itoa(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+/// `$n` in `buf`.
+fn dollar_number(mut n: u32, buf: &mut [u8; 11]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
         buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
-            return &buf[i..];
+            buf[i - 1] = b'$';
+            return &buf[i - 1..];
         }
     }
 }
@@ -415,18 +556,28 @@ fn number_end(sql: &[u8], start: usize) -> usize {
     i
 }
 
-/// Scans a string body; returns the decoded text and the position after the closing quote,
-/// or `None` when it is not closed.
-fn scan_string(sql: &[u8], body: usize, escapes: bool) -> Option<(String, usize)> {
-    let mut text = Vec::new();
-    let mut i = body;
+/// Scans a string body; returns its text and the position after the closing quote, or
+/// `None` when it is not closed.
+fn scan_string(sql: &[u8], body: usize, escapes: bool) -> Option<(LiteralText, usize)> {
+    // Most strings hold no doubled quote and no escape: their text is the body as written.
+    let rest = &sql[body..];
+    let stop = if escapes {
+        memchr::memchr2(b'\'', b'\\', rest)?
+    } else {
+        memchr::memchr(b'\'', rest)?
+    };
+    if rest[stop] == b'\'' && rest.get(stop + 1) != Some(&b'\'') {
+        return Some((LiteralText::from_bytes(&rest[..stop]), body + stop + 1));
+    }
+    let mut text = rest[..stop].to_vec();
+    let mut i = body + stop;
     while i < sql.len() {
         match sql[i] {
             b'\'' if sql.get(i + 1) == Some(&b'\'') => {
                 text.push(b'\'');
                 i += 2;
             }
-            b'\'' => return Some((bytes_to_string(text), i + 1)),
+            b'\'' => return Some((LiteralText::from_bytes(&text), i + 1)),
             b'\\' if escapes => i = unescape(sql, i, &mut text),
             b => {
                 text.push(b);
@@ -435,10 +586,6 @@ fn scan_string(sql: &[u8], body: usize, escapes: bool) -> Option<(String, usize)
         }
     }
     None
-}
-
-fn bytes_to_string(b: Vec<u8>) -> String {
-    String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// Decodes one backslash escape of an `E'…'` string at `at`; returns the position after it.
@@ -578,145 +725,5 @@ pub(crate) fn comment_key(inner: &[u8], key_column: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn one(sql: &str) -> Lexed<'_> {
-        let mut v: Vec<_> = lex(sql.as_bytes(), "tenant_id").collect();
-        assert_eq!(v.len(), 1, "{sql}");
-        v.pop().unwrap()
-    }
-
-    fn texts<'l>(l: &'l Lexed<'_>) -> Vec<(&'l str, bool)> {
-        l.literals
-            .iter()
-            .map(|l| (l.text.as_str(), l.quoted))
-            .collect()
-    }
-
-    #[test]
-    fn literals_become_placeholders_above_the_highest_param() {
-        let l = one("select * from orders where tenant_id = 42 and id = $2 and note = 'it''s'");
-        assert_eq!(
-            l.normalized,
-            "select * from orders where tenant_id = $3 and id = $2 and note = $4"
-        );
-        assert_eq!(texts(&l), vec![("42", false), ("it's", true)]);
-        assert_eq!((l.base, l.max_param), (2, 2));
-        assert_eq!(l.offsets, vec![39, 65]);
-    }
-
-    #[test]
-    fn whitespace_and_comments_collapse() {
-        let a = one("  SELECT  a,\n\tb -- trailing\nFROM t /* c /* nested */ */ WHERE x=1  ");
-        assert_eq!(a.normalized, "SELECT a, b FROM t WHERE x=$1");
-        let b = one("select/**/1");
-        assert_eq!(b.normalized, "select $1");
-    }
-
-    #[test]
-    fn string_forms() {
-        let l = one(r"select E'a\'b\n\x41\101\u00e9', $$x;y$$, $q$ $$ $q$, B'0101', U&'d', x'ff'");
-        assert_eq!(
-            texts(&l),
-            vec![("a'b\nAAé", true), ("x;y", true), (" $$ ", true)]
-        );
-        assert_eq!(l.normalized, "select $1, $2, $3, B'0101', U&'d', x'ff'");
-    }
-
-    #[test]
-    fn numbers_and_casts() {
-        let l = one("select 1.5e-3, .5, 0x1F, 1_000, t1.c2, 'x'::uuid, a[2], 3abc from t");
-        assert_eq!(
-            texts(&l),
-            vec![
-                ("1.5e-3", false),
-                (".5", false),
-                ("0x1F", false),
-                ("1_000", false),
-                ("x", true),
-                ("2", false)
-            ]
-        );
-        assert_eq!(
-            l.normalized,
-            "select $1, $2, $3, $4, t1.c2, $5::uuid, a[$6], 3abc from t"
-        );
-    }
-
-    #[test]
-    fn splitting_respects_quotes_comments_and_dollar_quotes() {
-        let sql = "select ';' ; set a = 'x;y' -- ;\n; select $q$ ; $q$; select $1; /* ; /* ; */ */ select 2;;";
-        let v: Vec<_> = lex(sql.as_bytes(), "tenant_id").collect();
-        let n: Vec<_> = v.iter().map(|l| l.normalized.as_str()).collect();
-        assert_eq!(
-            n,
-            vec![
-                "select $1",
-                "set a = $1",
-                "select $1",
-                "select $1",
-                "select $1"
-            ]
-        );
-        assert_eq!(v[3].max_param, 1);
-        assert_eq!(v[3].base, 1);
-    }
-
-    #[test]
-    fn prescan_miss_is_corrected() {
-        // The `;` inside the string stops the prescan before `$5`.
-        let l = one("select 'a;b', $5");
-        assert_eq!(l.normalized, "select $6, $5");
-        assert_eq!(l.base, 5);
-    }
-
-    #[test]
-    fn key_comments() {
-        let k = |s: &str| one(s).comment_key;
-        assert_eq!(k("/* tenant_id=42 */ select 1"), Some("42".into()));
-        assert_eq!(k("select 1 /* TENANT_ID = 'a''b' */"), Some("a'b".into()));
-        assert_eq!(
-            k("select 1 /*controller='x',tenant_id='7'*/"),
-            Some("7".into())
-        );
-        assert_eq!(k("/* other=1 */ select 1"), None);
-        assert_eq!(k("/* tenant_id= */ select 1"), None);
-        assert_eq!(k("-- tenant_id=1\nselect 1"), None);
-        assert_eq!(
-            k("/* a */ /* tenant_id=3 */ /* tenant_id=4 */ select 1"),
-            Some("3".into())
-        );
-    }
-
-    #[test]
-    fn out_of_range_params_cannot_collide() {
-        let l = one("select $70000, $0, 1");
-        assert_eq!(l.normalized, "select $0, $0, $1");
-        assert_eq!(l.max_param, 0);
-    }
-
-    #[test]
-    fn unterminated_tokens_are_kept() {
-        assert_eq!(one("select 'abc").normalized, "select 'abc");
-        assert_eq!(one("select $a$ abc").normalized, "select $a$ abc");
-        assert_eq!(one("select /* abc").normalized, "select");
-        assert_eq!(one("select E'ab\\").normalized, "select E'ab\\");
-    }
-
-    #[test]
-    fn long_runs_are_too_deep_but_long_lists_are_not() {
-        let chain = vec!["a"; 9000].join(" + ");
-        assert!(one(&format!("select {chain}")).too_deep);
-        let list = vec!["(1, 'a', $1::int)"; 20_000].join(", ");
-        assert!(!one(&format!("insert into t values {list}")).too_deep);
-        let parens = vec!["(a)"; 9000].join(" + ");
-        assert!(one(&format!("select {parens}")).too_deep);
-    }
-
-    #[test]
-    fn empty_statements_are_skipped() {
-        assert!(lex(b"  ; -- x\n ; /* y */", "tenant_id").next().is_none());
-        assert!(lex(b"", "tenant_id").next().is_none());
-    }
-}
+#[path = "lexer_tests.rs"]
+mod tests;

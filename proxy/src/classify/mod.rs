@@ -8,8 +8,9 @@
 //!
 //! ```text
 //! Classifier::new(ClassifyConfig { key_column, key_type }, capacity)
-//!   .classify(sql: &[u8]) -> Classified { statements: Vec<StatementInfo> }
+//!   .classify(sql: &[u8]) -> Classified { statements: SmallVec<[StatementInfo; 1]> }
 //! StatementInfo { template: Arc<Template>, literals: Vec<Literal>, comment_key: Option<String> }
+//! Literal { text: LiteralText /* derefs to str; inline up to 38 bytes */, quoted: bool }
 //! Template { text, kind: StatementKind, tables: Vec<TableRef>, key: KeySpec,
 //!            has_key_column_write, key_write: KeySpec, param_count, explain, parsed }
 //! KeySpec::{None, One(ValueRef), AnyOf(Vec<ValueRef>), AnyOfArray(ValueRef), Rows(Vec<ValueRef>)}
@@ -43,6 +44,7 @@ mod cache;
 mod classifier;
 mod keys;
 mod lexer;
+mod literal;
 mod resolve;
 mod rewrite;
 mod session;
@@ -50,7 +52,7 @@ mod template;
 
 pub use bind::BindParams;
 pub use classifier::{Classified, Classifier, ClassifyConfig, KeyType, StatementInfo};
-pub use lexer::Literal;
+pub use literal::{Literal, LiteralText};
 pub use resolve::{KeyError, KeyValues, resolve};
 pub use rewrite::insert_with_rows;
 pub use session::{SessionCommand, SessionScan, scan_session_commands, split_statements};

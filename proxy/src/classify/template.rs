@@ -136,7 +136,7 @@ pub(crate) fn build(l: &Lexed<'_>, text: Arc<str>, key_column: &str) -> Template
     // position instead.
     if let Ok(raw) = std::str::from_utf8(l.raw) {
         if let Some(stmt) = parse_one(raw) {
-            let values = ValueMap::Spans(line_columns(l.raw, &l.offsets));
+            let values = ValueMap::Spans(line_columns(l.raw, &l.offsets()));
             return from_statement(&stmt, text, key_column, &values, l);
         }
     }
