@@ -127,6 +127,28 @@ const IDENT_BYTE: [bool; 256] = {
     t
 };
 
+/// Scans names joined by single spaces or dots (`SELECT a FROM s.t`) from `i`, where a name
+/// starts: returns where they end, where the last name starts and how many tokens they are.
+/// (Out of line: inside the lexer's big loop the compiler spends registers that this, the
+/// hottest loop, needs.)
+#[inline(never)]
+fn names(sql: &[u8], mut i: usize) -> (usize, usize, u32) {
+    let starts_name = |at: usize| {
+        sql.get(at)
+            .is_some_and(|&n| CLASS[n as usize] == Class::Word)
+    };
+    let (mut last, mut tokens) = (i, 1);
+    i += 1;
+    loop {
+        match sql.get(i) {
+            Some(&b) if IDENT_BYTE[b as usize] => i += 1,
+            Some(b' ') if starts_name(i + 1) => (i, last, tokens) = (i + 1, i + 1, tokens + 1),
+            Some(b'.') if starts_name(i + 1) => (i, last, tokens) = (i + 1, i + 1, tokens + 2),
+            _ => return (i, last, tokens),
+        }
+    }
+}
+
 /// What a byte can start, for the main loop's one table look per token.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
@@ -286,17 +308,12 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
         while let Some(&b) = sql.get(i) {
             match CLASS[b as usize] {
                 Class::Word => {
-                    let word = i;
-                    let rest = &sql[i + 1..];
-                    i += 1 + rest
-                        .iter()
-                        .position(|&b| !IDENT_BYTE[b as usize])
-                        .unwrap_or(rest.len());
-                    tokens += 1;
+                    let (end, last, n) = names(sql, i);
+                    (i, tokens) = (end, tokens + n);
                     if sql.get(i) == Some(&b'\'') {
-                        if i == word + 1 && matches!(b, b'e' | b'E') {
+                        if i == last + 1 && matches!(sql[last], b'e' | b'E') {
                             // `E'…'`: a literal, which the stretch stops before.
-                            (i, tokens, e_string) = (word, tokens - 1, true);
+                            (i, tokens, e_string) = (last, tokens - 1, true);
                             break;
                         }
                         // B'…', X'…', N'…' and other prefixed strings stay in the text.
@@ -412,6 +429,10 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
 
     /// `$n` (a placeholder or the client's own parameter) as one token.
     fn param(&mut self, n: u32) {
+        if n < 10 {
+            // (A fixed-size copy: cheaper than one of a length known only at run time.)
+            return self.token(&[b'$', b'0' + n as u8]);
+        }
         let mut buf = [0u8; 11];
         self.token(dollar_number(n, &mut buf));
     }
@@ -420,6 +441,13 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
         let n = self.lexed.base + 1 + self.lexed.literals.len() as u32;
         self.param(n);
         let offset = u32::try_from(at - self.start).unwrap_or(u32::MAX);
+        if self.lexed.literals.capacity() == 0 {
+            // Room for about one literal per 32 bytes of the string (at least the 4 of a
+            // Vec's first growth): enough for most statements, so that the list is allocated
+            // once (a reallocation costs more than the allocation itself).
+            let len = self.sql.len() - self.start;
+            self.lexed.literals = Vec::with_capacity((len / 32).clamp(4, 64));
+        }
         self.lexed.literals.push(Literal {
             text,
             quoted,
@@ -505,7 +533,7 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
             self.pos = stop;
             return;
         }
-        self.push_literal(start, LiteralText::from_bytes(&sql[start..end]), false);
+        self.push_literal(start, LiteralText::from_ascii(&sql[start..end]), false);
         self.pos = end;
     }
 }

@@ -239,3 +239,16 @@ fn several_statements_with_stretches_at_their_edges() {
     assert_eq!(n, vec!["select a+$1", "select(b)", "$1", "\"c\""]);
     assert_eq!(v[2].raw, b"E'x'");
 }
+
+#[test]
+fn names_joined_by_spaces_and_dots() {
+    let l = one("select s.t.u, a .b, a. b, t.E'x', x E'y', \"q\".r, a  b from s.t");
+    assert_eq!(
+        l.normalized,
+        "select s.t.u, a .b, a. b, t.$1, x $2, \"q\".r, a b from s.t"
+    );
+    assert_eq!(texts(&l), vec![("x", true), ("y", true)]);
+    assert_eq!(l.offsets(), vec![28, 36]);
+    // A dot before a digit after a name is still not a number; before a name it is a token.
+    assert_eq!(one("select t.5, t.e5, t.1e5").normalized, "select t.$1, t.e5, t.$2");
+}

@@ -49,6 +49,21 @@ impl LiteralText {
         })
     }
 
+    /// The text of `bytes`, which are ASCII (a number as written): no validation needed here
+    /// (`as_str` checks inline text all the same).
+    pub(crate) fn from_ascii(bytes: &[u8]) -> Self {
+        debug_assert!(bytes.is_ascii());
+        if bytes.len() > INLINE {
+            return Self::from_bytes(bytes);
+        }
+        let mut inline = [0; INLINE];
+        inline[..bytes.len()].copy_from_slice(bytes);
+        LiteralText(Repr::Inline {
+            len: bytes.len() as u8,
+            bytes: inline,
+        })
+    }
+
     /// The text of `bytes`, with invalid UTF-8 replaced as `String::from_utf8_lossy` does.
     pub(crate) fn from_bytes(bytes: &[u8]) -> Self {
         match std::str::from_utf8(bytes) {
