@@ -250,5 +250,8 @@ fn names_joined_by_spaces_and_dots() {
     assert_eq!(texts(&l), vec![("x", true), ("y", true)]);
     assert_eq!(l.offsets(), vec![28, 36]);
     // A dot before a digit after a name is still not a number; before a name it is a token.
-    assert_eq!(one("select t.5, t.e5, t.1e5").normalized, "select t.$1, t.e5, t.$2");
+    assert_eq!(
+        one("select t.5, t.e5, t.1e5").normalized,
+        "select t.$1, t.e5, t.$2"
+    );
 }
