@@ -78,6 +78,7 @@ impl Classifier {
         let statements = lexer::lex(sql, &self.cfg.key_column)
             .map(|l| {
                 let template = self.template_for(&l);
+                lexer::recycle(l.normalized);
                 StatementInfo {
                     template,
                     literals: l.literals,

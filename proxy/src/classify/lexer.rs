@@ -9,6 +9,8 @@
 //! Placeholders are numbered above the highest `$n` of the statement so that they cannot be
 //! mistaken for the client's own parameters.
 
+use std::cell::Cell;
+
 use super::literal::{Literal, LiteralText};
 
 /// One statement of a query string, lexed.
@@ -40,6 +42,31 @@ impl Lexed<'_> {
             o => o as usize,
         };
         self.literals.iter().map(at).collect()
+    }
+}
+
+thread_local! {
+    /// The normalized-text buffer of the last statement lexed on this thread, given back by
+    /// [`recycle`] once its cache lookup is done: on a cache hit (nearly every statement)
+    /// the next statement reuses it instead of allocating and freeing one of its own.
+    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// The largest buffer kept in `SPARE`, so that one huge statement does not pin its memory.
+const MAX_SPARE: usize = 4096;
+
+/// An empty buffer with room for `len` bytes: the spare one if there is one.
+fn text_buffer(len: usize) -> Vec<u8> {
+    let mut out = SPARE.take();
+    out.clear();
+    out.reserve(len);
+    out
+}
+
+/// Gives back a statement's normalized text, which is no longer needed, for reuse.
+pub(crate) fn recycle(text: String) {
+    if text.capacity() <= MAX_SPARE {
+        SPARE.set(text.into_bytes());
     }
 }
 
@@ -229,7 +256,7 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
             start,
             pos: start,
             key_column,
-            out: Vec::with_capacity((sql.len() - start).min(1024) + 8),
+            out: text_buffer((sql.len() - start).min(1024) + 8),
             lexed: Lexed {
                 raw: &[],
                 normalized: String::new(),
