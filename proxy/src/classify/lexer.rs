@@ -165,15 +165,31 @@ fn names(sql: &[u8], mut i: usize) -> (usize, usize, u32) {
             .is_some_and(|&n| CLASS[n as usize] == Class::Word)
     };
     let (mut last, mut tokens) = (i, 1);
-    i += 1;
     loop {
+        i = name_end(sql, i + 1);
         match sql.get(i) {
-            Some(&b) if IDENT_BYTE[b as usize] => i += 1,
-            Some(b' ') if starts_name(i + 1) => (i, last, tokens) = (i + 1, i + 1, tokens + 1),
-            Some(b'.') if starts_name(i + 1) => (i, last, tokens) = (i + 1, i + 1, tokens + 2),
+            Some(b' ') if starts_name(i + 1) => tokens += 1,
+            Some(b'.') if starts_name(i + 1) => tokens += 2,
             _ => return (i, last, tokens),
         }
+        i += 1;
+        last = i;
     }
+}
+
+/// Where the identifier bytes from `from` end: four at a time, then one by one.
+fn name_end(sql: &[u8], from: usize) -> usize {
+    let rest = &sql[from..];
+    let mut quads = rest.chunks_exact(4);
+    let mut n = 0;
+    for quad in &mut quads {
+        if let Some(k) = quad.iter().position(|&b| !IDENT_BYTE[b as usize]) {
+            return from + n + k;
+        }
+        n += 4;
+    }
+    let tail = quads.remainder();
+    from + n + tail.iter().take_while(|&&b| IDENT_BYTE[b as usize]).count()
 }
 
 /// What a byte can start, for the main loop's one table look per token.

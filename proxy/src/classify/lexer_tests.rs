@@ -250,5 +250,27 @@ fn names_joined_by_spaces_and_dots() {
     assert_eq!(texts(&l), vec![("x", true), ("y", true)]);
     assert_eq!(l.offsets(), vec![28, 36]);
     // A dot before a digit after a name is still not a number; before a name it is a token.
-    assert_eq!(one("select t.5, t.e5, t.1e5").normalized, "select t.$1, t.e5, t.$2");
+    assert_eq!(
+        one("select t.5, t.e5, t.1e5").normalized,
+        "select t.$1, t.e5, t.$2"
+    );
+}
+
+#[test]
+fn names_of_every_length_end_where_they_should() {
+    // Names are scanned four bytes at a time: try every length around that, and every kind
+    // of byte after them.
+    for len in 1..=10 {
+        let name: String = "abcdéfghij".chars().take(len).collect();
+        for after in ["", "=1", "'x'", " b", ".c", "(", "$1", "\"q\""] {
+            let sql = format!("select {name}{after}");
+            let l: Vec<_> = lex(sql.as_bytes(), "tenant_id").collect();
+            let want = match after {
+                "=1" => format!("select {name}=$1"),
+                "$1" => format!("select {name}$1"),
+                _ => sql.clone(),
+            };
+            assert_eq!(l[0].normalized, want, "{sql}");
+        }
+    }
 }
