@@ -309,3 +309,21 @@ fn reused_text_buffers_carry_nothing_over() {
         assert_eq!(got, want);
     }
 }
+
+#[test]
+fn invalid_utf8_still_hits_the_cache() {
+    // The cache is keyed by the normalized bytes; the template's text has the replacement.
+    let c = classifier(100);
+    let a = c.classify(b"select a\xff from t where tenant_id = 1");
+    let b = c.classify(b"select a\xff from t where tenant_id = 2");
+    assert_eq!(c.cache_stats(), (1, 1));
+    let (a, b) = (&a.statements[0], &b.statements[0]);
+    assert!(Arc::ptr_eq(&a.template, &b.template));
+    assert_eq!(
+        &*a.template.text,
+        "select a\u{fffd} from t where tenant_id = $1"
+    );
+    // A valid text that reads the same is another statement.
+    c.classify("select a\u{fffd} from t where tenant_id = 3".as_bytes());
+    assert_eq!(c.cache_stats(), (1, 2));
+}

@@ -13,13 +13,17 @@ use std::cell::Cell;
 
 use super::literal::{Literal, LiteralText};
 
-/// One statement of a query string, lexed.
+/// One statement of a query string, lexed. Its normalized text is held as `Text`: the bytes
+/// the lexer wrote ([`lex_bytes`]; a cache lookup then needs no UTF-8 validation, and the
+/// text is made a `str` only on a miss), or a `String` (tests read that form).
 #[derive(Debug)]
-pub(crate) struct Lexed<'a> {
+pub(crate) struct Lexed<'a, Text = String> {
     /// The statement as written (without its `;`), for the fallback parse.
     pub raw: &'a [u8],
     /// Literals replaced by `$base+1, $base+2, …`; comments and runs of whitespace are one space.
-    pub normalized: String,
+    /// (Everything but the statement's own bytes is ASCII; the `String` form replaces invalid
+    /// UTF-8 in those.)
+    pub normalized: Text,
     /// The literals in order, each with where it starts in `raw`.
     pub literals: Vec<Literal>,
     /// Placeholders are numbered from `base + 1`; `base >= max_param`.
@@ -33,7 +37,24 @@ pub(crate) struct Lexed<'a> {
     pub too_deep: bool,
 }
 
-impl Lexed<'_> {
+#[cfg(test)]
+impl<'a> Lexed<'a, Vec<u8>> {
+    /// The same, with the normalized text as a `String` (for tests).
+    pub fn into_text(self) -> Lexed<'a> {
+        Lexed {
+            raw: self.raw,
+            normalized: String::from_utf8(self.normalized)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            literals: self.literals,
+            base: self.base,
+            max_param: self.max_param,
+            comment_key: self.comment_key,
+            too_deep: self.too_deep,
+        }
+    }
+}
+
+impl<Text> Lexed<'_, Text> {
     /// Where each literal starts in `raw` (byte offsets; `usize::MAX`, which matches no
     /// position, past 4 GiB).
     pub fn offsets(&self) -> Vec<usize> {
@@ -64,9 +85,9 @@ fn text_buffer(len: usize) -> Vec<u8> {
 }
 
 /// Gives back a statement's normalized text, which is no longer needed, for reuse.
-pub(crate) fn recycle(text: String) {
+pub(crate) fn recycle(text: Vec<u8>) {
     if text.capacity() <= MAX_SPARE {
-        SPARE.set(text.into_bytes());
+        SPARE.set(text);
     }
 }
 
@@ -80,10 +101,10 @@ const RUN_LEVELS: usize = 48;
 
 /// Lexes every non-empty statement of `sql`, one at a time (no list of its own: most
 /// strings hold one statement, and the caller collects what it keeps).
-pub(crate) fn lex<'a, 'k>(
+pub(crate) fn lex_bytes<'a, 'k>(
     sql: &'a [u8],
     key_column: &'k str,
-) -> impl Iterator<Item = Lexed<'a>> + use<'a, 'k> {
+) -> impl Iterator<Item = Lexed<'a, Vec<u8>>> + use<'a, 'k> {
     let mut start = 0;
     std::iter::from_fn(move || {
         while start < sql.len() {
@@ -92,6 +113,7 @@ pub(crate) fn lex<'a, 'k>(
             if stmt.max_param > stmt.base {
                 // The prescan stops at the first `;`, which may sit inside a string: redo
                 // this statement with a base above every parameter it really uses.
+                recycle(std::mem::take(&mut stmt.normalized));
                 stmt = StmtLexer::new(sql, start, stmt.max_param, key_column)
                     .run()
                     .0;
@@ -103,6 +125,15 @@ pub(crate) fn lex<'a, 'k>(
         }
         None
     })
+}
+
+/// [`lex_bytes`] with each statement's normalized text as a `String` (for tests).
+#[cfg(test)]
+pub(crate) fn lex<'a, 'k>(
+    sql: &'a [u8],
+    key_column: &'k str,
+) -> impl Iterator<Item = Lexed<'a>> + use<'a, 'k> {
+    lex_bytes(sql, key_column).map(Lexed::into_text)
 }
 
 /// The highest `$n` between `start` and the next `;`: a cheap upper bound for the common case.
@@ -257,7 +288,7 @@ struct StmtLexer<'a, 'k> {
     pos: usize,
     key_column: &'k str,
     out: Vec<u8>,
-    lexed: Lexed<'a>,
+    lexed: Lexed<'a, Vec<u8>>,
     /// Whitespace or a comment was skipped since the last token.
     space: bool,
     /// Tokens since the last comma, per bracket level (see `MAX_RUN_TOKENS`).
@@ -275,7 +306,7 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
             out: text_buffer((sql.len() - start).min(1024) + 8),
             lexed: Lexed {
                 raw: &[],
-                normalized: String::new(),
+                normalized: Vec::new(),
                 literals: Vec::new(),
                 base,
                 max_param: 0,
@@ -291,7 +322,7 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
     /// Lexes up to the statement's `;` (or the end); returns it and where the next one starts.
     /// Names, operators and punctuation go to [`Self::stretch`]; everything else that needs
     /// a look of its own (whitespace, comments, literals, parameters) is settled here.
-    fn run(mut self) -> (Lexed<'a>, usize) {
+    fn run(mut self) -> (Lexed<'a, Vec<u8>>, usize) {
         let sql = self.sql;
         let mut end = sql.len();
         while let Some(&b) = sql.get(self.pos) {
@@ -329,10 +360,7 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
         }
         let mut lexed = self.lexed;
         lexed.raw = &sql[self.start..end];
-        lexed.normalized = match String::from_utf8(self.out) {
-            Ok(s) => s,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        };
+        lexed.normalized = self.out;
         (lexed, self.pos)
     }
 
