@@ -368,8 +368,8 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
     /// (names, quoted names, prefixed strings such as `B'01'` and `U&'…'`, operators,
     /// brackets, commas, and single spaces between them) in one go, counting its tokens for
     /// `too_deep`. It stops before other whitespace, a comment, a literal, a parameter or a
-    /// `;`: inside a stretch, a digit or a `$` that does not continue a name starts a token
-    /// of its own.
+    /// `;` (after the one space before a literal or a parameter): inside a stretch, a digit
+    /// or a `$` that does not continue a name starts a token of its own.
     fn stretch(&mut self) {
         let sql = self.sql;
         let start = self.pos;
@@ -429,19 +429,15 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
                     self.bracket(b);
                     i += 1;
                 }
-                // One space before a name, an operator or punctuation is what the normalized
-                // text has there too; anything else ends the stretch before the space.
+                // One space before the next token is what the normalized text has there too
+                // (also before a literal or a parameter, where the stretch then ends). Before
+                // more whitespace, a comment, a `;` or the end, the stretch ends before it.
                 Class::Space
                     if b == b' '
                         && sql.get(i + 1).is_some_and(|&n| {
-                            matches!(
+                            !matches!(
                                 CLASS[n as usize],
-                                Class::Word
-                                    | Class::Plain
-                                    | Class::Name
-                                    | Class::Open
-                                    | Class::Close
-                                    | Class::Comma
+                                Class::Space | Class::Semicolon | Class::Dash | Class::Slash
                             )
                         }) =>
                 {
@@ -625,6 +621,18 @@ fn dollar_number(mut n: u32, buf: &mut [u8; 11]) -> &[u8] {
 
 /// The end of a numeric constant starting at `start`: `42`, `1_000`, `1.5e-3`, `.5`, `0x1F`.
 fn number_end(sql: &[u8], start: usize) -> usize {
+    // Most numbers are plain decimal digits.
+    let plain = start
+        + sql[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+    if !matches!(
+        sql.get(plain),
+        Some(b'_' | b'.' | b'e' | b'E' | b'x' | b'X' | b'o' | b'O' | b'b' | b'B')
+    ) {
+        return plain;
+    }
     let digits = |from: usize, hex: bool| {
         from + sql[from..]
             .iter()

@@ -274,3 +274,16 @@ fn names_of_every_length_end_where_they_should() {
         }
     }
 }
+
+#[test]
+fn one_space_before_literals_and_params() {
+    let l = one(
+        "select a = 1, b = 'x', c = $1, d = .5, e = $$y$$, f = -- c\n 2, g = /* c */ 3, \
+         h = E'z', i = 1abc, j = t .5, k =  4, l = 'u",
+    );
+    assert_eq!(
+        l.normalized,
+        "select a = $2, b = $3, c = $1, d = $4, e = $5, f = $6, g = $7, h = $8, i = 1abc, \
+         j = t $9, k = $10, l = 'u"
+    );
+}
