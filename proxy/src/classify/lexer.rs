@@ -11,7 +11,7 @@
 
 use std::cell::Cell;
 
-use super::literal::{Literal, LiteralText};
+use super::literal::{Literal, LiteralText, dollar_quote, number_end, scan_string};
 
 /// One statement of a query string, lexed. Its normalized text is held as `Text`: the bytes
 /// the lexer wrote ([`lex_bytes`]; a cache lookup then needs no UTF-8 validation, and the
@@ -297,6 +297,7 @@ struct StmtLexer<'a, 'k> {
 }
 
 impl<'a, 'k> StmtLexer<'a, 'k> {
+    #[inline] // (out of line, the large struct it builds is copied on return)
     fn new(sql: &'a [u8], start: usize, base: u32, key_column: &'k str) -> Self {
         StmtLexer {
             sql,
@@ -619,140 +620,6 @@ fn dollar_number(mut n: u32, buf: &mut [u8; 11]) -> &[u8] {
     }
 }
 
-/// The end of a numeric constant starting at `start`: `42`, `1_000`, `1.5e-3`, `.5`, `0x1F`.
-fn number_end(sql: &[u8], start: usize) -> usize {
-    // Most numbers are plain decimal digits.
-    let plain = start
-        + sql[start..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-    if !matches!(
-        sql.get(plain),
-        Some(b'_' | b'.' | b'e' | b'E' | b'x' | b'X' | b'o' | b'O' | b'b' | b'B')
-    ) {
-        return plain;
-    }
-    let digits = |from: usize, hex: bool| {
-        from + sql[from..]
-            .iter()
-            .take_while(|&&b| b.is_ascii_digit() || b == b'_' || (hex && b.is_ascii_hexdigit()))
-            .count()
-    };
-    if sql[start] == b'0'
-        && matches!(
-            sql.get(start + 1),
-            Some(b'x' | b'X' | b'o' | b'O' | b'b' | b'B')
-        )
-    {
-        let end = digits(start + 2, true);
-        if end > start + 2 {
-            return end;
-        }
-    }
-    let mut i = digits(start, false);
-    if sql.get(i) == Some(&b'.') && sql.get(i + 1) != Some(&b'.') {
-        i = digits(i + 1, false);
-    }
-    if matches!(sql.get(i), Some(b'e' | b'E')) {
-        let sign = usize::from(matches!(sql.get(i + 1), Some(b'+' | b'-')));
-        if sql.get(i + 1 + sign).is_some_and(|b| b.is_ascii_digit()) {
-            i = digits(i + 1 + sign, false);
-        }
-    }
-    i
-}
-
-/// Scans a string body; returns its text and the position after the closing quote, or
-/// `None` when it is not closed.
-fn scan_string(sql: &[u8], body: usize, escapes: bool) -> Option<(LiteralText, usize)> {
-    // Most strings hold no doubled quote and no escape: their text is the body as written.
-    let rest = &sql[body..];
-    let stop = if escapes {
-        memchr::memchr2(b'\'', b'\\', rest)?
-    } else {
-        memchr::memchr(b'\'', rest)?
-    };
-    if rest[stop] == b'\'' && rest.get(stop + 1) != Some(&b'\'') {
-        return Some((LiteralText::from_bytes(&rest[..stop]), body + stop + 1));
-    }
-    let mut text = rest[..stop].to_vec();
-    let mut i = body + stop;
-    while i < sql.len() {
-        match sql[i] {
-            b'\'' if sql.get(i + 1) == Some(&b'\'') => {
-                text.push(b'\'');
-                i += 2;
-            }
-            b'\'' => return Some((LiteralText::from_bytes(&text), i + 1)),
-            b'\\' if escapes => i = unescape(sql, i, &mut text),
-            b => {
-                text.push(b);
-                i += 1;
-            }
-        }
-    }
-    None
-}
-
-/// Decodes one backslash escape of an `E'…'` string at `at`; returns the position after it.
-fn unescape(sql: &[u8], at: usize, text: &mut Vec<u8>) -> usize {
-    let Some(&c) = sql.get(at + 1) else {
-        return at + 1;
-    };
-    let hex_run = |from: usize, max: usize| {
-        let n = sql[from.min(sql.len())..]
-            .iter()
-            .take(max)
-            .take_while(|b| b.is_ascii_hexdigit())
-            .count();
-        let v = sql[from..from + n].iter().fold(0u32, |acc, &b| {
-            acc * 16 + (b as char).to_digit(16).unwrap_or(0)
-        });
-        (v, n)
-    };
-    match c {
-        b'b' => text.push(8),
-        b'f' => text.push(12),
-        b'n' => text.push(b'\n'),
-        b'r' => text.push(b'\r'),
-        b't' => text.push(b'\t'),
-        b'x' => {
-            let (v, n) = hex_run(at + 2, 2);
-            if n == 0 {
-                text.push(b'x');
-                return at + 2;
-            }
-            text.push(v as u8);
-            return at + 2 + n;
-        }
-        b'u' | b'U' => {
-            let want = if c == b'u' { 4 } else { 8 };
-            let (v, n) = hex_run(at + 2, want);
-            if n == want {
-                let ch = char::from_u32(v).unwrap_or(char::REPLACEMENT_CHARACTER);
-                text.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
-                return at + 2 + n;
-            }
-            text.push(c);
-        }
-        b'0'..=b'7' => {
-            let n = sql[at + 1..]
-                .iter()
-                .take(3)
-                .take_while(|b| (b'0'..=b'7').contains(b))
-                .count();
-            let v = sql[at + 1..at + 1 + n]
-                .iter()
-                .fold(0u32, |acc, &b| acc * 8 + u32::from(b - b'0'));
-            text.push(v as u8);
-            return at + 1 + n;
-        }
-        other => text.push(other),
-    }
-    at + 2
-}
-
 /// The end (exclusive) of a `"…"` or `'…'` token at `at` with doubled-quote escapes.
 pub(crate) fn quoted_end(sql: &[u8], at: usize) -> usize {
     let q = sql[at];
@@ -791,23 +658,6 @@ pub(crate) fn block_comment_end(sql: &[u8], at: usize) -> usize {
         }
     }
     sql.len()
-}
-
-/// `$tag$body$tag$` at `at`: the body's range and the end, or `None` when `at` does not open
-/// a closed dollar quote.
-fn dollar_quote(sql: &[u8], at: usize) -> Option<((usize, usize), usize)> {
-    let tag_len = sql[at + 1..]
-        .iter()
-        .take_while(|&&b| is_ident_byte(b) && b != b'$')
-        .count();
-    let close = at + 1 + tag_len;
-    if sql.get(close) != Some(&b'$') {
-        return None;
-    }
-    let tag = &sql[at..=close];
-    let body = close + 1;
-    let found = memchr::memmem::find(&sql[body..], tag)?;
-    Some(((body, body + found), body + found + tag.len()))
 }
 
 /// Reads `key=42`, `key = 'abc'` or sqlcommenter's `a='x',key='42'` from a comment's text.
