@@ -10,8 +10,8 @@
 //! JOIN and an IN list 0.37 / 0.60 µs; cached SELECT + resolve 0.26 / 0.42 µs; plus the
 //! routing decision over a 4-shard map 0.32 / 0.49 µs; with a Bind to parse 0.33 / 0.52 µs;
 //! uncached SELECT p50 10 µs / p99 19 µs; uncached 2-row INSERT p50 11 µs / p99 21 µs.
-//! Instructions per call (callgrind, see `one_call`): pgbench -S SELECT 1628, ORM INSERT
-//! 4747, JOIN SELECT 5312 (before the lexer's rework: 3289, 7998, 11977).
+//! Instructions per call (callgrind, see `one_call`): pgbench -S SELECT 1623, ORM INSERT
+//! 4553, JOIN SELECT 5296 (before the lexer's rework: 3289, 7998, 11977).
 
 use std::hint::black_box;
 use std::time::Instant;

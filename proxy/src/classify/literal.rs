@@ -196,7 +196,9 @@ pub(super) fn scan_string(sql: &[u8], body: usize, escapes: bool) -> Option<(Lit
     if rest[stop] == b'\'' && rest.get(stop + 1) != Some(&b'\'') {
         return Some((LiteralText::from_bytes(&rest[..stop]), body + stop + 1));
     }
-    let mut text = rest[..stop].to_vec();
+    // (Room for a little more than what is already known, so that it does not grow at once.)
+    let mut text = Vec::with_capacity((stop + 32).min(rest.len()));
+    text.extend_from_slice(&rest[..stop]);
     let mut i = body + stop;
     while i < sql.len() {
         match sql[i] {
