@@ -4,10 +4,14 @@
 //! p50/p99/mean per call). Under `cargo test --benches` it runs a few iterations only, as a
 //! smoke test. Targets: cached p50 ≤ 2 µs, uncached p50 ≤ 25 µs.
 //!
-//! Measured on the 2-core development machine (release profile, one thread):
-//! cached SELECT + resolve p50 0.40 µs / p99 0.73 µs; plus the routing decision over a
-//! 4-shard map 0.44 / 0.50 µs; with a Bind to parse 0.41 / 0.71 µs;
-//! uncached SELECT p50 11 µs / p99 23 µs; uncached 2-row INSERT p50 16 µs / p99 27 µs.
+//! Measured on the 2-core development machine (release profile, one thread pinned with
+//! `taskset -c 1`, median of five runs), p50 / p99: classification alone, cached: the
+//! pgbench -S SELECT 0.16 / 0.19 µs, a 5-column ORM INSERT 0.35 / 0.52 µs, a SELECT with a
+//! JOIN and an IN list 0.37 / 0.60 µs; cached SELECT + resolve 0.26 / 0.42 µs; plus the
+//! routing decision over a 4-shard map 0.32 / 0.49 µs; with a Bind to parse 0.33 / 0.52 µs;
+//! uncached SELECT p50 10 µs / p99 19 µs; uncached 2-row INSERT p50 11 µs / p99 21 µs.
+//! Instructions per call (callgrind, see `one_call`): pgbench -S SELECT 1623, ORM INSERT
+//! 4553, JOIN SELECT 5296 (before the lexer's rework: 3289, 7998, 11977).
 
 use std::hint::black_box;
 use std::time::Instant;

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use super::template::Template;
 
-type Map = crate::FastMap<Arc<str>, Arc<Template>>;
+/// Keyed by normalized text as the lexer wrote it (bytes: a lookup needs no UTF-8 check).
+type Map = crate::FastMap<Arc<[u8]>, Arc<Template>>;
 
 pub(crate) struct TemplateCache {
     gens: Mutex<Gens>,
@@ -30,7 +31,7 @@ impl TemplateCache {
         }
     }
 
-    pub(crate) fn get(&self, text: &str) -> Option<Arc<Template>> {
+    pub(crate) fn get(&self, text: &[u8]) -> Option<Arc<Template>> {
         if self.half == 0 {
             return None;
         }
@@ -45,7 +46,7 @@ impl TemplateCache {
         Some(t)
     }
 
-    pub(crate) fn insert(&self, text: Arc<str>, t: Arc<Template>) {
+    pub(crate) fn insert(&self, text: Arc<[u8]>, t: Arc<Template>) {
         if self.half == 0 {
             return;
         }
@@ -56,7 +57,7 @@ impl TemplateCache {
         drop(dropped);
     }
 
-    fn put(&self, g: &mut Gens, text: Arc<str>, t: Arc<Template>) -> Option<Map> {
+    fn put(&self, g: &mut Gens, text: Arc<[u8]>, t: Arc<Template>) -> Option<Map> {
         g.hot.insert(text, t);
         if g.hot.len() < self.half {
             return None;

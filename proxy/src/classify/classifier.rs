@@ -75,9 +75,10 @@ impl Classifier {
     /// Classifies a simple-query string (possibly several statements) or one Parse text.
     /// Never fails: what cannot be understood comes back as `Unparsed` with no key.
     pub fn classify(&self, sql: &[u8]) -> Classified {
-        let statements = lexer::lex(sql, &self.cfg.key_column)
+        let statements = lexer::lex_bytes(sql, &self.cfg.key_column)
             .map(|l| {
                 let template = self.template_for(&l);
+                lexer::recycle(l.normalized);
                 StatementInfo {
                     template,
                     literals: l.literals,
@@ -88,7 +89,7 @@ impl Classifier {
         Classified { statements }
     }
 
-    fn template_for(&self, l: &lexer::Lexed<'_>) -> Arc<Template> {
+    fn template_for(&self, l: &lexer::Lexed<'_, Vec<u8>>) -> Arc<Template> {
         if let Some(t) = self.cache.get(&l.normalized) {
             // The same text can only mean another numbering if its parameters differ.
             if t.placeholder_base == l.base {
@@ -97,9 +98,16 @@ impl Classifier {
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let text: Arc<str> = Arc::from(l.normalized.as_str());
-        let t = Arc::new(template::build(l, text.clone(), &self.cfg.key_column));
-        self.cache.insert(text, t.clone());
+        let text: Arc<str> = Arc::from(String::from_utf8_lossy(&l.normalized));
+        // The cache is keyed by the bytes the lexer wrote: the text's own, unless invalid
+        // UTF-8 had to be replaced in it.
+        let key: Arc<[u8]> = if text.as_bytes() == l.normalized.as_slice() {
+            Arc::from(text.clone())
+        } else {
+            Arc::from(l.normalized.as_slice())
+        };
+        let t = Arc::new(template::build(l, text, &self.cfg.key_column));
+        self.cache.insert(key, t.clone());
         t
     }
 

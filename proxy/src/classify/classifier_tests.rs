@@ -280,3 +280,50 @@ fn the_classifier_is_shared_across_threads() {
     assert_eq!(hits + misses, 2000);
     assert!(misses <= 28, "{misses}");
 }
+
+#[test]
+fn reused_text_buffers_carry_nothing_over() {
+    // The normalized-text buffer is reused from statement to statement on a thread: texts
+    // of every length, in one string and across calls, must come out whole.
+    let c = classifier(100);
+    let long = format!(
+        "select {} from t where tenant_id = 1",
+        "c, ".repeat(2000) + "c"
+    );
+    for sql in [
+        long.as_str(),
+        "select 1; select a from t where tenant_id = 2",
+        "select b from t",
+        long.as_str(),
+        "select 3",
+    ] {
+        let got: Vec<String> = c
+            .classify(sql.as_bytes())
+            .statements
+            .iter()
+            .map(|s| s.template.text.to_string())
+            .collect();
+        let want: Vec<String> = super::lexer::lex(sql.as_bytes(), "tenant_id")
+            .map(|l| l.normalized)
+            .collect();
+        assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn invalid_utf8_still_hits_the_cache() {
+    // The cache is keyed by the normalized bytes; the template's text has the replacement.
+    let c = classifier(100);
+    let a = c.classify(b"select a\xff from t where tenant_id = 1");
+    let b = c.classify(b"select a\xff from t where tenant_id = 2");
+    assert_eq!(c.cache_stats(), (1, 1));
+    let (a, b) = (&a.statements[0], &b.statements[0]);
+    assert!(Arc::ptr_eq(&a.template, &b.template));
+    assert_eq!(
+        &*a.template.text,
+        "select a\u{fffd} from t where tenant_id = $1"
+    );
+    // A valid text that reads the same is another statement.
+    c.classify("select a\u{fffd} from t where tenant_id = 3".as_bytes());
+    assert_eq!(c.cache_stats(), (1, 2));
+}

@@ -9,15 +9,21 @@
 //! Placeholders are numbered above the highest `$n` of the statement so that they cannot be
 //! mistaken for the client's own parameters.
 
-use super::literal::{Literal, LiteralText};
+use std::cell::Cell;
 
-/// One statement of a query string, lexed.
+use super::literal::{Literal, LiteralText, dollar_quote, number_end, scan_string};
+
+/// One statement of a query string, lexed. Its normalized text is held as `Text`: the bytes
+/// the lexer wrote ([`lex_bytes`]; a cache lookup then needs no UTF-8 validation, and the
+/// text is made a `str` only on a miss), or a `String` (tests read that form).
 #[derive(Debug)]
-pub(crate) struct Lexed<'a> {
+pub(crate) struct Lexed<'a, Text = String> {
     /// The statement as written (without its `;`), for the fallback parse.
     pub raw: &'a [u8],
     /// Literals replaced by `$base+1, $base+2, …`; comments and runs of whitespace are one space.
-    pub normalized: String,
+    /// (Everything but the statement's own bytes is ASCII; the `String` form replaces invalid
+    /// UTF-8 in those.)
+    pub normalized: Text,
     /// The literals in order, each with where it starts in `raw`.
     pub literals: Vec<Literal>,
     /// Placeholders are numbered from `base + 1`; `base >= max_param`.
@@ -31,7 +37,24 @@ pub(crate) struct Lexed<'a> {
     pub too_deep: bool,
 }
 
-impl Lexed<'_> {
+#[cfg(test)]
+impl<'a> Lexed<'a, Vec<u8>> {
+    /// The same, with the normalized text as a `String` (for tests).
+    pub fn into_text(self) -> Lexed<'a> {
+        Lexed {
+            raw: self.raw,
+            normalized: String::from_utf8(self.normalized)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+            literals: self.literals,
+            base: self.base,
+            max_param: self.max_param,
+            comment_key: self.comment_key,
+            too_deep: self.too_deep,
+        }
+    }
+}
+
+impl<Text> Lexed<'_, Text> {
     /// Where each literal starts in `raw` (byte offsets; `usize::MAX`, which matches no
     /// position, past 4 GiB).
     pub fn offsets(&self) -> Vec<usize> {
@@ -40,6 +63,31 @@ impl Lexed<'_> {
             o => o as usize,
         };
         self.literals.iter().map(at).collect()
+    }
+}
+
+thread_local! {
+    /// The normalized-text buffer of the last statement lexed on this thread, given back by
+    /// [`recycle`] once its cache lookup is done: on a cache hit (nearly every statement)
+    /// the next statement reuses it instead of allocating and freeing one of its own.
+    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// The largest buffer kept in `SPARE`, so that one huge statement does not pin its memory.
+const MAX_SPARE: usize = 4096;
+
+/// An empty buffer with room for `len` bytes: the spare one if there is one.
+fn text_buffer(len: usize) -> Vec<u8> {
+    let mut out = SPARE.take();
+    out.clear();
+    out.reserve(len);
+    out
+}
+
+/// Gives back a statement's normalized text, which is no longer needed, for reuse.
+pub(crate) fn recycle(text: Vec<u8>) {
+    if text.capacity() <= MAX_SPARE {
+        SPARE.set(text);
     }
 }
 
@@ -53,10 +101,10 @@ const RUN_LEVELS: usize = 48;
 
 /// Lexes every non-empty statement of `sql`, one at a time (no list of its own: most
 /// strings hold one statement, and the caller collects what it keeps).
-pub(crate) fn lex<'a, 'k>(
+pub(crate) fn lex_bytes<'a, 'k>(
     sql: &'a [u8],
     key_column: &'k str,
-) -> impl Iterator<Item = Lexed<'a>> + use<'a, 'k> {
+) -> impl Iterator<Item = Lexed<'a, Vec<u8>>> + use<'a, 'k> {
     let mut start = 0;
     std::iter::from_fn(move || {
         while start < sql.len() {
@@ -65,6 +113,7 @@ pub(crate) fn lex<'a, 'k>(
             if stmt.max_param > stmt.base {
                 // The prescan stops at the first `;`, which may sit inside a string: redo
                 // this statement with a base above every parameter it really uses.
+                recycle(std::mem::take(&mut stmt.normalized));
                 stmt = StmtLexer::new(sql, start, stmt.max_param, key_column)
                     .run()
                     .0;
@@ -76,6 +125,15 @@ pub(crate) fn lex<'a, 'k>(
         }
         None
     })
+}
+
+/// [`lex_bytes`] with each statement's normalized text as a `String` (for tests).
+#[cfg(test)]
+pub(crate) fn lex<'a, 'k>(
+    sql: &'a [u8],
+    key_column: &'k str,
+) -> impl Iterator<Item = Lexed<'a>> + use<'a, 'k> {
+    lex_bytes(sql, key_column).map(Lexed::into_text)
 }
 
 /// The highest `$n` between `start` and the next `;`: a cheap upper bound for the common case.
@@ -138,15 +196,31 @@ fn names(sql: &[u8], mut i: usize) -> (usize, usize, u32) {
             .is_some_and(|&n| CLASS[n as usize] == Class::Word)
     };
     let (mut last, mut tokens) = (i, 1);
-    i += 1;
     loop {
+        i = name_end(sql, i + 1);
         match sql.get(i) {
-            Some(&b) if IDENT_BYTE[b as usize] => i += 1,
-            Some(b' ') if starts_name(i + 1) => (i, last, tokens) = (i + 1, i + 1, tokens + 1),
-            Some(b'.') if starts_name(i + 1) => (i, last, tokens) = (i + 1, i + 1, tokens + 2),
+            Some(b' ') if starts_name(i + 1) => tokens += 1,
+            Some(b'.') if starts_name(i + 1) => tokens += 2,
             _ => return (i, last, tokens),
         }
+        i += 1;
+        last = i;
     }
+}
+
+/// Where the identifier bytes from `from` end: four at a time, then one by one.
+fn name_end(sql: &[u8], from: usize) -> usize {
+    let rest = &sql[from..];
+    let mut quads = rest.chunks_exact(4);
+    let mut n = 0;
+    for quad in &mut quads {
+        if let Some(k) = quad.iter().position(|&b| !IDENT_BYTE[b as usize]) {
+            return from + n + k;
+        }
+        n += 4;
+    }
+    let tail = quads.remainder();
+    from + n + tail.iter().take_while(|&&b| IDENT_BYTE[b as usize]).count()
 }
 
 /// What a byte can start, for the main loop's one table look per token.
@@ -214,7 +288,7 @@ struct StmtLexer<'a, 'k> {
     pos: usize,
     key_column: &'k str,
     out: Vec<u8>,
-    lexed: Lexed<'a>,
+    lexed: Lexed<'a, Vec<u8>>,
     /// Whitespace or a comment was skipped since the last token.
     space: bool,
     /// Tokens since the last comma, per bracket level (see `MAX_RUN_TOKENS`).
@@ -223,16 +297,17 @@ struct StmtLexer<'a, 'k> {
 }
 
 impl<'a, 'k> StmtLexer<'a, 'k> {
+    #[inline] // (out of line, the large struct it builds is copied on return)
     fn new(sql: &'a [u8], start: usize, base: u32, key_column: &'k str) -> Self {
         StmtLexer {
             sql,
             start,
             pos: start,
             key_column,
-            out: Vec::with_capacity((sql.len() - start).min(1024) + 8),
+            out: text_buffer((sql.len() - start).min(1024) + 8),
             lexed: Lexed {
                 raw: &[],
-                normalized: String::new(),
+                normalized: Vec::new(),
                 literals: Vec::new(),
                 base,
                 max_param: 0,
@@ -248,7 +323,7 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
     /// Lexes up to the statement's `;` (or the end); returns it and where the next one starts.
     /// Names, operators and punctuation go to [`Self::stretch`]; everything else that needs
     /// a look of its own (whitespace, comments, literals, parameters) is settled here.
-    fn run(mut self) -> (Lexed<'a>, usize) {
+    fn run(mut self) -> (Lexed<'a, Vec<u8>>, usize) {
         let sql = self.sql;
         let mut end = sql.len();
         while let Some(&b) = sql.get(self.pos) {
@@ -286,10 +361,7 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
         }
         let mut lexed = self.lexed;
         lexed.raw = &sql[self.start..end];
-        lexed.normalized = match String::from_utf8(self.out) {
-            Ok(s) => s,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        };
+        lexed.normalized = self.out;
         (lexed, self.pos)
     }
 
@@ -297,8 +369,8 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
     /// (names, quoted names, prefixed strings such as `B'01'` and `U&'…'`, operators,
     /// brackets, commas, and single spaces between them) in one go, counting its tokens for
     /// `too_deep`. It stops before other whitespace, a comment, a literal, a parameter or a
-    /// `;`: inside a stretch, a digit or a `$` that does not continue a name starts a token
-    /// of its own.
+    /// `;` (after the one space before a literal or a parameter): inside a stretch, a digit
+    /// or a `$` that does not continue a name starts a token of its own.
     fn stretch(&mut self) {
         let sql = self.sql;
         let start = self.pos;
@@ -358,19 +430,15 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
                     self.bracket(b);
                     i += 1;
                 }
-                // One space before a name, an operator or punctuation is what the normalized
-                // text has there too; anything else ends the stretch before the space.
+                // One space before the next token is what the normalized text has there too
+                // (also before a literal or a parameter, where the stretch then ends). Before
+                // more whitespace, a comment, a `;` or the end, the stretch ends before it.
                 Class::Space
                     if b == b' '
                         && sql.get(i + 1).is_some_and(|&n| {
-                            matches!(
+                            !matches!(
                                 CLASS[n as usize],
-                                Class::Word
-                                    | Class::Plain
-                                    | Class::Name
-                                    | Class::Open
-                                    | Class::Close
-                                    | Class::Comma
+                                Class::Space | Class::Semicolon | Class::Dash | Class::Slash
                             )
                         }) =>
                 {
@@ -552,128 +620,6 @@ fn dollar_number(mut n: u32, buf: &mut [u8; 11]) -> &[u8] {
     }
 }
 
-/// The end of a numeric constant starting at `start`: `42`, `1_000`, `1.5e-3`, `.5`, `0x1F`.
-fn number_end(sql: &[u8], start: usize) -> usize {
-    let digits = |from: usize, hex: bool| {
-        from + sql[from..]
-            .iter()
-            .take_while(|&&b| b.is_ascii_digit() || b == b'_' || (hex && b.is_ascii_hexdigit()))
-            .count()
-    };
-    if sql[start] == b'0'
-        && matches!(
-            sql.get(start + 1),
-            Some(b'x' | b'X' | b'o' | b'O' | b'b' | b'B')
-        )
-    {
-        let end = digits(start + 2, true);
-        if end > start + 2 {
-            return end;
-        }
-    }
-    let mut i = digits(start, false);
-    if sql.get(i) == Some(&b'.') && sql.get(i + 1) != Some(&b'.') {
-        i = digits(i + 1, false);
-    }
-    if matches!(sql.get(i), Some(b'e' | b'E')) {
-        let sign = usize::from(matches!(sql.get(i + 1), Some(b'+' | b'-')));
-        if sql.get(i + 1 + sign).is_some_and(|b| b.is_ascii_digit()) {
-            i = digits(i + 1 + sign, false);
-        }
-    }
-    i
-}
-
-/// Scans a string body; returns its text and the position after the closing quote, or
-/// `None` when it is not closed.
-fn scan_string(sql: &[u8], body: usize, escapes: bool) -> Option<(LiteralText, usize)> {
-    // Most strings hold no doubled quote and no escape: their text is the body as written.
-    let rest = &sql[body..];
-    let stop = if escapes {
-        memchr::memchr2(b'\'', b'\\', rest)?
-    } else {
-        memchr::memchr(b'\'', rest)?
-    };
-    if rest[stop] == b'\'' && rest.get(stop + 1) != Some(&b'\'') {
-        return Some((LiteralText::from_bytes(&rest[..stop]), body + stop + 1));
-    }
-    let mut text = rest[..stop].to_vec();
-    let mut i = body + stop;
-    while i < sql.len() {
-        match sql[i] {
-            b'\'' if sql.get(i + 1) == Some(&b'\'') => {
-                text.push(b'\'');
-                i += 2;
-            }
-            b'\'' => return Some((LiteralText::from_bytes(&text), i + 1)),
-            b'\\' if escapes => i = unescape(sql, i, &mut text),
-            b => {
-                text.push(b);
-                i += 1;
-            }
-        }
-    }
-    None
-}
-
-/// Decodes one backslash escape of an `E'…'` string at `at`; returns the position after it.
-fn unescape(sql: &[u8], at: usize, text: &mut Vec<u8>) -> usize {
-    let Some(&c) = sql.get(at + 1) else {
-        return at + 1;
-    };
-    let hex_run = |from: usize, max: usize| {
-        let n = sql[from.min(sql.len())..]
-            .iter()
-            .take(max)
-            .take_while(|b| b.is_ascii_hexdigit())
-            .count();
-        let v = sql[from..from + n].iter().fold(0u32, |acc, &b| {
-            acc * 16 + (b as char).to_digit(16).unwrap_or(0)
-        });
-        (v, n)
-    };
-    match c {
-        b'b' => text.push(8),
-        b'f' => text.push(12),
-        b'n' => text.push(b'\n'),
-        b'r' => text.push(b'\r'),
-        b't' => text.push(b'\t'),
-        b'x' => {
-            let (v, n) = hex_run(at + 2, 2);
-            if n == 0 {
-                text.push(b'x');
-                return at + 2;
-            }
-            text.push(v as u8);
-            return at + 2 + n;
-        }
-        b'u' | b'U' => {
-            let want = if c == b'u' { 4 } else { 8 };
-            let (v, n) = hex_run(at + 2, want);
-            if n == want {
-                let ch = char::from_u32(v).unwrap_or(char::REPLACEMENT_CHARACTER);
-                text.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
-                return at + 2 + n;
-            }
-            text.push(c);
-        }
-        b'0'..=b'7' => {
-            let n = sql[at + 1..]
-                .iter()
-                .take(3)
-                .take_while(|b| (b'0'..=b'7').contains(b))
-                .count();
-            let v = sql[at + 1..at + 1 + n]
-                .iter()
-                .fold(0u32, |acc, &b| acc * 8 + u32::from(b - b'0'));
-            text.push(v as u8);
-            return at + 1 + n;
-        }
-        other => text.push(other),
-    }
-    at + 2
-}
-
 /// The end (exclusive) of a `"…"` or `'…'` token at `at` with doubled-quote escapes.
 pub(crate) fn quoted_end(sql: &[u8], at: usize) -> usize {
     let q = sql[at];
@@ -712,23 +658,6 @@ pub(crate) fn block_comment_end(sql: &[u8], at: usize) -> usize {
         }
     }
     sql.len()
-}
-
-/// `$tag$body$tag$` at `at`: the body's range and the end, or `None` when `at` does not open
-/// a closed dollar quote.
-fn dollar_quote(sql: &[u8], at: usize) -> Option<((usize, usize), usize)> {
-    let tag_len = sql[at + 1..]
-        .iter()
-        .take_while(|&&b| is_ident_byte(b) && b != b'$')
-        .count();
-    let close = at + 1 + tag_len;
-    if sql.get(close) != Some(&b'$') {
-        return None;
-    }
-    let tag = &sql[at..=close];
-    let body = close + 1;
-    let found = memchr::memmem::find(&sql[body..], tag)?;
-    Some(((body, body + found), body + found + tag.len()))
 }
 
 /// Reads `key=42`, `key = 'abc'` or sqlcommenter's `a='x',key='42'` from a comment's text.

@@ -255,3 +255,35 @@ fn names_joined_by_spaces_and_dots() {
         "select t.$1, t.e5, t.$2"
     );
 }
+
+#[test]
+fn names_of_every_length_end_where_they_should() {
+    // Names are scanned four bytes at a time: try every length around that, and every kind
+    // of byte after them.
+    for len in 1..=10 {
+        let name: String = "abcdéfghij".chars().take(len).collect();
+        for after in ["", "=1", "'x'", " b", ".c", "(", "$1", "\"q\""] {
+            let sql = format!("select {name}{after}");
+            let l: Vec<_> = lex(sql.as_bytes(), "tenant_id").collect();
+            let want = match after {
+                "=1" => format!("select {name}=$1"),
+                "$1" => format!("select {name}$1"),
+                _ => sql.clone(),
+            };
+            assert_eq!(l[0].normalized, want, "{sql}");
+        }
+    }
+}
+
+#[test]
+fn one_space_before_literals_and_params() {
+    let l = one(
+        "select a = 1, b = 'x', c = $1, d = .5, e = $$y$$, f = -- c\n 2, g = /* c */ 3, \
+         h = E'z', i = 1abc, j = t .5, k =  4, l = 'u",
+    );
+    assert_eq!(
+        l.normalized,
+        "select a = $2, b = $3, c = $1, d = $4, e = $5, f = $6, g = $7, h = $8, i = 1abc, \
+         j = t $9, k = $10, l = 'u"
+    );
+}

@@ -1,9 +1,13 @@
-//! A statement's literal values, owned compactly: a literal's text (numbers, short strings,
-//! UUIDs, timestamps) is usually short enough to live inside the [`Literal`] itself, so the
-//! literals of a statement cost one allocation (their list) rather than one each.
+//! A statement's literal values: where a number, a string or a dollar-quoted string ends
+//! and what its text is (escapes decoded), and how that text is kept. A literal's text
+//! (numbers, short strings, UUIDs, timestamps) is usually short enough to live inside the
+//! [`Literal`] itself, so the literals of a statement cost one allocation (their list)
+//! rather than one each.
 
 use std::fmt;
 use std::ops::Deref;
+
+use super::lexer::is_ident_byte;
 
 /// One literal value of a statement, decoded (`'it''s'` is `it's`, `E'\x41'` is `A`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +137,159 @@ impl PartialEq<String> for LiteralText {
     fn eq(&self, other: &String) -> bool {
         self.as_str() == other
     }
+}
+
+/// The end of a numeric constant starting at `start`: `42`, `1_000`, `1.5e-3`, `.5`, `0x1F`.
+pub(super) fn number_end(sql: &[u8], start: usize) -> usize {
+    // Most numbers are plain decimal digits.
+    let plain = start
+        + sql[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+    if !matches!(
+        sql.get(plain),
+        Some(b'_' | b'.' | b'e' | b'E' | b'x' | b'X' | b'o' | b'O' | b'b' | b'B')
+    ) {
+        return plain;
+    }
+    let digits = |from: usize, hex: bool| {
+        from + sql[from..]
+            .iter()
+            .take_while(|&&b| b.is_ascii_digit() || b == b'_' || (hex && b.is_ascii_hexdigit()))
+            .count()
+    };
+    if sql[start] == b'0'
+        && matches!(
+            sql.get(start + 1),
+            Some(b'x' | b'X' | b'o' | b'O' | b'b' | b'B')
+        )
+    {
+        let end = digits(start + 2, true);
+        if end > start + 2 {
+            return end;
+        }
+    }
+    let mut i = digits(start, false);
+    if sql.get(i) == Some(&b'.') && sql.get(i + 1) != Some(&b'.') {
+        i = digits(i + 1, false);
+    }
+    if matches!(sql.get(i), Some(b'e' | b'E')) {
+        let sign = usize::from(matches!(sql.get(i + 1), Some(b'+' | b'-')));
+        if sql.get(i + 1 + sign).is_some_and(|b| b.is_ascii_digit()) {
+            i = digits(i + 1 + sign, false);
+        }
+    }
+    i
+}
+
+/// Scans a string body; returns its text and the position after the closing quote, or
+/// `None` when it is not closed.
+pub(super) fn scan_string(sql: &[u8], body: usize, escapes: bool) -> Option<(LiteralText, usize)> {
+    // Most strings hold no doubled quote and no escape: their text is the body as written.
+    let rest = &sql[body..];
+    let stop = if escapes {
+        memchr::memchr2(b'\'', b'\\', rest)?
+    } else {
+        memchr::memchr(b'\'', rest)?
+    };
+    if rest[stop] == b'\'' && rest.get(stop + 1) != Some(&b'\'') {
+        return Some((LiteralText::from_bytes(&rest[..stop]), body + stop + 1));
+    }
+    // (Room for a little more than what is already known, so that it does not grow at once.)
+    let mut text = Vec::with_capacity((stop + 32).min(rest.len()));
+    text.extend_from_slice(&rest[..stop]);
+    let mut i = body + stop;
+    while i < sql.len() {
+        match sql[i] {
+            b'\'' if sql.get(i + 1) == Some(&b'\'') => {
+                text.push(b'\'');
+                i += 2;
+            }
+            b'\'' => return Some((LiteralText::from_bytes(&text), i + 1)),
+            b'\\' if escapes => i = unescape(sql, i, &mut text),
+            b => {
+                text.push(b);
+                i += 1;
+            }
+        }
+    }
+    None
+}
+
+/// Decodes one backslash escape of an `E'…'` string at `at`; returns the position after it.
+fn unescape(sql: &[u8], at: usize, text: &mut Vec<u8>) -> usize {
+    let Some(&c) = sql.get(at + 1) else {
+        return at + 1;
+    };
+    let hex_run = |from: usize, max: usize| {
+        let n = sql[from.min(sql.len())..]
+            .iter()
+            .take(max)
+            .take_while(|b| b.is_ascii_hexdigit())
+            .count();
+        let v = sql[from..from + n].iter().fold(0u32, |acc, &b| {
+            acc * 16 + (b as char).to_digit(16).unwrap_or(0)
+        });
+        (v, n)
+    };
+    match c {
+        b'b' => text.push(8),
+        b'f' => text.push(12),
+        b'n' => text.push(b'\n'),
+        b'r' => text.push(b'\r'),
+        b't' => text.push(b'\t'),
+        b'x' => {
+            let (v, n) = hex_run(at + 2, 2);
+            if n == 0 {
+                text.push(b'x');
+                return at + 2;
+            }
+            text.push(v as u8);
+            return at + 2 + n;
+        }
+        b'u' | b'U' => {
+            let want = if c == b'u' { 4 } else { 8 };
+            let (v, n) = hex_run(at + 2, want);
+            if n == want {
+                let ch = char::from_u32(v).unwrap_or(char::REPLACEMENT_CHARACTER);
+                text.extend_from_slice(ch.encode_utf8(&mut [0; 4]).as_bytes());
+                return at + 2 + n;
+            }
+            text.push(c);
+        }
+        b'0'..=b'7' => {
+            let n = sql[at + 1..]
+                .iter()
+                .take(3)
+                .take_while(|b| (b'0'..=b'7').contains(b))
+                .count();
+            let v = sql[at + 1..at + 1 + n]
+                .iter()
+                .fold(0u32, |acc, &b| acc * 8 + u32::from(b - b'0'));
+            text.push(v as u8);
+            return at + 1 + n;
+        }
+        other => text.push(other),
+    }
+    at + 2
+}
+
+/// `$tag$body$tag$` at `at`: the body's range and the end, or `None` when `at` does not open
+/// a closed dollar quote.
+pub(super) fn dollar_quote(sql: &[u8], at: usize) -> Option<((usize, usize), usize)> {
+    let tag_len = sql[at + 1..]
+        .iter()
+        .take_while(|&&b| is_ident_byte(b) && b != b'$')
+        .count();
+    let close = at + 1 + tag_len;
+    if sql.get(close) != Some(&b'$') {
+        return None;
+    }
+    let tag = &sql[at..=close];
+    let body = close + 1;
+    let found = memchr::memmem::find(&sql[body..], tag)?;
+    Some(((body, body + found), body + found + tag.len()))
 }
 
 #[cfg(test)]

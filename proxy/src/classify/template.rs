@@ -120,7 +120,7 @@ pub struct Template {
 
 /// Parses a lexed statement into its template. Never fails: what the parser refuses gets a
 /// kind from its first word and no key.
-pub(crate) fn build(l: &Lexed<'_>, text: Arc<str>, key_column: &str) -> Template {
+pub(crate) fn build<T>(l: &Lexed<'_, T>, text: Arc<str>, key_column: &str) -> Template {
     if l.too_deep {
         return unparsed(text, l);
     }
@@ -177,12 +177,12 @@ fn line_columns(raw: &[u8], offsets: &[usize]) -> Vec<(u64, u64)> {
     out
 }
 
-fn from_statement(
+fn from_statement<T>(
     stmt: &Statement,
     text: Arc<str>,
     key_column: &str,
     values: &ValueMap,
-    l: &Lexed<'_>,
+    l: &Lexed<'_, T>,
 ) -> Template {
     let a = keys::analyze(stmt, key_column, values);
     let (inner, explain) = match stmt {
@@ -208,7 +208,7 @@ fn from_statement(
     }
 }
 
-fn unparsed(text: Arc<str>, l: &Lexed<'_>) -> Template {
+fn unparsed<T>(text: Arc<str>, l: &Lexed<'_, T>) -> Template {
     Template {
         kind: first_word_kind(&text).unwrap_or(StatementKind::Unparsed),
         tables: Vec::new(),
