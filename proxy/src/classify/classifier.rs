@@ -78,7 +78,6 @@ impl Classifier {
         let statements = lexer::lex_bytes(sql, &self.cfg.key_column)
             .map(|l| {
                 let template = self.template_for(&l);
-                lexer::recycle(l.normalized);
                 StatementInfo {
                     template,
                     literals: l.literals,

@@ -282,9 +282,8 @@ fn the_classifier_is_shared_across_threads() {
 }
 
 #[test]
-fn reused_text_buffers_carry_nothing_over() {
-    // The normalized-text buffer is reused from statement to statement on a thread: texts
-    // of every length, in one string and across calls, must come out whole.
+fn templates_match_the_lexed_text_across_lengths_and_calls() {
+    // Texts of every length, in one string and across calls, come out whole as templates.
     let c = classifier(100);
     let long = format!(
         "select {} from t where tenant_id = 1",

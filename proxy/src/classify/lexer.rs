@@ -9,7 +9,6 @@
 //! Placeholders are numbered above the highest `$n` of the statement so that they cannot be
 //! mistaken for the client's own parameters.
 
-use std::cell::Cell;
 
 use super::literal::{Literal, LiteralText, dollar_quote, number_end, scan_string};
 
@@ -66,31 +65,6 @@ impl<Text> Lexed<'_, Text> {
     }
 }
 
-thread_local! {
-    /// The normalized-text buffer of the last statement lexed on this thread, given back by
-    /// [`recycle`] once its cache lookup is done: on a cache hit (nearly every statement)
-    /// the next statement reuses it instead of allocating and freeing one of its own.
-    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
-}
-
-/// The largest buffer kept in `SPARE`, so that one huge statement does not pin its memory.
-const MAX_SPARE: usize = 4096;
-
-/// An empty buffer with room for `len` bytes: the spare one if there is one.
-fn text_buffer(len: usize) -> Vec<u8> {
-    let mut out = SPARE.take();
-    out.clear();
-    out.reserve(len);
-    out
-}
-
-/// Gives back a statement's normalized text, which is no longer needed, for reuse.
-pub(crate) fn recycle(text: Vec<u8>) {
-    if text.capacity() <= MAX_SPARE {
-        SPARE.set(text);
-    }
-}
-
 /// The most tokens one bracket level may hold between commas before a statement counts as
 /// too deep to parse. A chain of binary operators nests one level per operator (two tokens);
 /// dropping ~20k levels overflows a 2 MiB stack in a debug build, so this leaves headroom.
@@ -113,7 +87,6 @@ pub(crate) fn lex_bytes<'a, 'k>(
             if stmt.max_param > stmt.base {
                 // The prescan stops at the first `;`, which may sit inside a string: redo
                 // this statement with a base above every parameter it really uses.
-                recycle(std::mem::take(&mut stmt.normalized));
                 stmt = StmtLexer::new(sql, start, stmt.max_param, key_column)
                     .run()
                     .0;
@@ -304,7 +277,7 @@ impl<'a, 'k> StmtLexer<'a, 'k> {
             start,
             pos: start,
             key_column,
-            out: text_buffer((sql.len() - start).min(1024) + 8),
+            out: Vec::with_capacity((sql.len() - start).min(1024) + 8),
             lexed: Lexed {
                 raw: &[],
                 normalized: Vec::new(),
