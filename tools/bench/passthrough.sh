@@ -86,19 +86,19 @@ echo $! > "$work/sg.pid"
 for _ in $(seq 100); do pg_isready -q -h 127.0.0.1 -p "$sg_port" && break; sleep 0.1; done
 
 run() { # target port mode -> "tps failed proxy_cpu_us_per_tx"
-  local out pid=$$  # direct: no proxy (its column is not printed)
+  local out pid= t0=
   case "$1" in
     pgbouncer) pid=$(cat "$work/pgbouncer.pid") ;;
     shardgate) pid=$(cat "$work/sg.pid") ;;
   esac
-  local t0; t0=$(cpu_ticks "$pid")
+  [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
   out=$(pgbench -n -S -M "$3" -c "$CLIENTS" -j 2 -T "$SECONDS_PER_RUN" -h 127.0.0.1 -p "$2" -U postgres app 2>&1) || true
   local tps failed
   tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")
   failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
   [ -n "$tps" ] || { tps=0; failed=error; }
-  local cpu_us
-  cpu_us=$(awk -v tps="$tps" -v s="$SECONDS_PER_RUN" -v a="$t0" -v b="$(cpu_ticks "$pid")" \
+  local cpu_us=nan  # direct: no proxy
+  [ -n "$pid" ] && cpu_us=$(awk -v tps="$tps" -v s="$SECONDS_PER_RUN" -v a="$t0" -v b="$(cpu_ticks "$pid")" \
     -v hz="$tick_hz" \
     'BEGIN { if (tps > 0) printf "%.1f", (b - a) / hz * 1e6 / (tps * s); else print "nan" }')
   echo "$1 $3 ${tps} ${failed:-0} ${cpu_us}" >> "$work/results"

@@ -9,7 +9,6 @@
 //! Placeholders are numbered above the highest `$n` of the statement so that they cannot be
 //! mistaken for the client's own parameters.
 
-
 use super::literal::{Literal, LiteralText, dollar_quote, number_end, scan_string};
 
 /// One statement of a query string, lexed. Its normalized text is held as `Text`: the bytes
@@ -138,7 +137,7 @@ fn digits_value(s: &[u8]) -> (u32, usize) {
     (v, len)
 }
 
-pub(crate) fn is_ident_start(b: u8) -> bool {
+pub(crate) const fn is_ident_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
 }
 
@@ -242,7 +241,7 @@ const CLASS: [Class; 256] = {
             b'(' | b'[' => Class::Open,
             b')' | b']' => Class::Close,
             b',' => Class::Comma,
-            _ if b.is_ascii_alphabetic() || b == b'_' || b >= 0x80 => Class::Word,
+            _ if is_ident_start(b) => Class::Word,
             _ => Class::Plain,
         };
         i += 1;

@@ -45,11 +45,16 @@ impl LiteralText {
         if s.len() > INLINE {
             return LiteralText(Repr::Heap(s.into()));
         }
-        let mut bytes = [0; INLINE];
-        bytes[..s.len()].copy_from_slice(s.as_bytes());
+        Self::inline(s.as_bytes())
+    }
+
+    /// `bytes` (at most [`INLINE`] of them, valid UTF-8) kept inline.
+    fn inline(bytes: &[u8]) -> Self {
+        let mut inline = [0; INLINE];
+        inline[..bytes.len()].copy_from_slice(bytes);
         LiteralText(Repr::Inline {
-            len: s.len() as u8,
-            bytes,
+            len: bytes.len() as u8,
+            bytes: inline,
         })
     }
 
@@ -60,12 +65,7 @@ impl LiteralText {
         if bytes.len() > INLINE {
             return Self::from_bytes(bytes);
         }
-        let mut inline = [0; INLINE];
-        inline[..bytes.len()].copy_from_slice(bytes);
-        LiteralText(Repr::Inline {
-            len: bytes.len() as u8,
-            bytes: inline,
-        })
+        Self::inline(bytes)
     }
 
     /// The text of `bytes`, with invalid UTF-8 replaced as `String::from_utf8_lossy` does.
