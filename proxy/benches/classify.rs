@@ -6,12 +6,12 @@
 //!
 //! Measured on the 2-core development machine (release profile, one thread pinned with
 //! `taskset -c 1`, median of five runs), p50 / p99: classification alone, cached: the
-//! pgbench -S SELECT 0.16 / 0.19 µs, a 5-column ORM INSERT 0.35 / 0.52 µs, a SELECT with a
-//! JOIN and an IN list 0.37 / 0.60 µs; cached SELECT + resolve 0.26 / 0.42 µs; plus the
-//! routing decision over a 4-shard map 0.32 / 0.49 µs; with a Bind to parse 0.33 / 0.52 µs;
-//! uncached SELECT p50 10 µs / p99 19 µs; uncached 2-row INSERT p50 11 µs / p99 21 µs.
-//! Instructions per call (callgrind, see `one_call`): pgbench -S SELECT 1623, ORM INSERT
-//! 4553, JOIN SELECT 5296 (before the lexer's rework: 3289, 7998, 11977).
+//! pgbench -S SELECT 0.17 / 0.25 µs, a 5-column ORM INSERT 0.34 / 0.72 µs, a SELECT with a
+//! JOIN and an IN list 0.39 / 0.61 µs; cached SELECT + resolve 0.27 / 0.42 µs; plus the
+//! routing decision over a 4-shard map 0.33 / 0.61 µs; with a Bind to parse 0.32 / 0.49 µs;
+//! uncached SELECT p50 10 µs / p99 23 µs; uncached 2-row INSERT p50 11 µs / p99 23 µs.
+//! Instructions per call (callgrind, see `one_call`): pgbench -S SELECT 1734, ORM INSERT
+//! 4673, JOIN SELECT 5399 (before the lexer's rework: 3289, 7998, 11977).
 
 use std::hint::black_box;
 use std::time::Instant;
