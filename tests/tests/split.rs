@@ -61,7 +61,7 @@ async fn writer(
                 log.acked.insert((t, id), note.clone());
                 written.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => log.failures.push(format!("insert ({t}, {id}): {e}")),
+            Err(e) => log.failures.push(format!("insert ({t}, {id}): {e:?}")),
         }
         if n % 2 == 0 {
             let note = format!("{note} updated");
@@ -78,7 +78,7 @@ async fn writer(
                 Ok(k) => log
                     .failures
                     .push(format!("update ({t}, {id}) hit {k} rows")),
-                Err(e) => log.failures.push(format!("update ({t}, {id}): {e}")),
+                Err(e) => log.failures.push(format!("update ({t}, {id}): {e:?}")),
             }
         }
     }
