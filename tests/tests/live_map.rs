@@ -387,6 +387,68 @@ async fn the_heartbeat_reports_the_map_version_and_open_transactions_of_gated_te
 }
 
 #[tokio::test]
+async fn pipelined_statements_count_as_open_until_the_last_one_is_done() {
+    // A client pipelines two statements of t (the second is sent while the first runs).
+    // The first one's ReadyForQuery must not end t's open work: the second is still on
+    // the server, and a move that fenced t now would fail it.
+    let fleet = Fleet::start(100).await;
+    let cat = fleet.catalog_client().await;
+    let c = std::sync::Arc::new(client(&fleet.proxy).await);
+    let t = 12i64;
+    insert(&c, t, 1).await;
+    let home = fleet.shard_holding(t, 1).await.unwrap();
+    let sleep = |secs: f64| {
+        let c = c.clone();
+        async move {
+            c.query(
+                &format!("select pg_sleep({secs}) from orders where tenant_id = {t} and id = 1"),
+                &[],
+            )
+            .await
+            .map(|_| Instant::now())
+        }
+    };
+    let first = tokio::spawn(sleep(1.5));
+    let second = tokio::spawn(sleep(3.0));
+    // Both are on their way before the gate lands; the heartbeat then reports t open.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    set_state(&fleet, t, home, TenantState::Gated).await;
+    let version = db::map_version(&cat).await.unwrap() as i64;
+    let reported = wait_until(Duration::from_secs(5), || async {
+        heartbeat_row(&cat)
+            .await
+            .is_some_and(|(v, inflight)| v >= version && inflight == format!("{{\"{t}\": 1}}"))
+    })
+    .await;
+    assert!(reported, "heartbeat: {:?}", heartbeat_row(&cat).await);
+    let first_done = first.await.unwrap().expect("the first statement");
+    // While the second still sleeps, t stays open.
+    let cleared_early = wait_until(Duration::from_millis(1000), || async {
+        heartbeat_row(&cat)
+            .await
+            .is_some_and(|(_, inflight)| inflight == "{}")
+    })
+    .await;
+    let second_done = second.await.unwrap().expect("the second statement");
+    assert!(
+        second_done > first_done + Duration::from_millis(1500),
+        "the statements did not run one after the other"
+    );
+    assert!(
+        !cleared_early,
+        "t was reported done while its second statement ran"
+    );
+    let cleared = wait_until(Duration::from_secs(5), || async {
+        heartbeat_row(&cat)
+            .await
+            .is_some_and(|(_, inflight)| inflight == "{}")
+    })
+    .await;
+    assert!(cleared, "heartbeat: {:?}", heartbeat_row(&cat).await);
+    set_state(&fleet, t, home, TenantState::Active).await;
+}
+
+#[tokio::test]
 async fn a_copy_of_a_tenant_on_a_shard_that_is_not_its_home_is_left_out_of_fan_outs() {
     let fleet = Fleet::start(200).await;
     let c = client(&fleet.proxy).await;

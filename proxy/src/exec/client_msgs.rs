@@ -367,7 +367,7 @@ impl Session<'_> {
     /// nothing, exactly as after any error); otherwise the proxy answers alone.
     fn refuse(&mut self, plan: &Plan<'_>, r: Refusal) {
         if !self.in_transaction() {
-            self.end_txn_tenants();
+            self.end_txn_tenants_unless_in_flight();
         }
         match plan {
             Plan::Bind { .. } => self.refuse_bind(r),
@@ -471,7 +471,7 @@ impl Session<'_> {
 
     fn fail_without_server(&mut self, plan: &Plan<'_>, e: &crate::backend::BackendError) {
         if !self.in_transaction() {
-            self.end_txn_tenants();
+            self.end_txn_tenants_unless_in_flight();
         }
         let mut answer = BytesMut::new();
         PgError::error(e.sqlstate(), e.to_string()).encode(&mut answer);

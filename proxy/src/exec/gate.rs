@@ -233,7 +233,7 @@ impl Session<'_> {
         if !matches!(decision, Decision::Go(Target::Shard(_))) {
             // Nothing goes out for them (a transaction keeps its count until it ends).
             if !self.in_transaction() {
-                self.end_txn_tenants();
+                self.end_txn_tenants_unless_in_flight();
             }
             return decision;
         }
@@ -244,11 +244,23 @@ impl Session<'_> {
         match self.txn_tenants.iter().find(|t| is_gated(&map, t)).cloned() {
             Some(t) => {
                 // Nothing of a transaction that is not pinned has run yet: every tenant
-                // it counted came from this statement.
-                self.end_txn_tenants();
+                // it counted came from this statement, or from statements before it that
+                // are still on the server (their ReadyForQuery ends the count then).
+                self.end_txn_tenants_unless_in_flight();
                 Decision::Hold(t)
             }
             None => decision,
+        }
+    }
+
+    /// Outside a transaction, a statement's tenants count until its ReadyForQuery. With
+    /// statements pipelined that is the last one's: the ReadyForQuery of an earlier one, or
+    /// a refusal the proxy answers alone, must not end the count while a later statement is
+    /// still on the server (a move could fence its tenant under it). Whatever is still on
+    /// the server ends with a ReadyForQuery of its own, which ends the count then.
+    pub(super) fn end_txn_tenants_unless_in_flight(&mut self) {
+        if !self.replies.awaits_server() && self.to_server.is_empty() {
+            self.end_txn_tenants();
         }
     }
 

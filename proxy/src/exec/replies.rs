@@ -147,6 +147,13 @@ impl Replies {
         self.queue.len()
     }
 
+    /// Whether a reply of the server is still awaited (the proxy's own answers aside).
+    pub fn awaits_server(&self) -> bool {
+        self.queue
+            .iter()
+            .any(|e| !matches!(e.mode, Mode::Answer(_)))
+    }
+
     pub fn front_is_answer(&self) -> bool {
         matches!(
             self.queue.front(),

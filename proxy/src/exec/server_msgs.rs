@@ -125,7 +125,7 @@ impl Session<'_> {
                 let status = body.first().copied().unwrap_or(b'I');
                 self.session.txn_status = status;
                 if status == b'I' {
-                    self.end_txn_tenants();
+                    self.end_txn_tenants_unless_in_flight();
                 }
                 for cmd in self.settings.on_ready(status) {
                     self.apply_on_both(&cmd);
