@@ -340,6 +340,27 @@ async fn heartbeat_row(cat: &Client) -> Option<(i64, String)> {
     .map(|r| (r.get(0), r.get(1)))
 }
 
+/// Whether, within `within`, the heartbeat reports map `version` or a later one with
+/// `inflight` as its in-flight JSON.
+async fn heartbeat_reports(cat: &Client, version: i64, inflight: &str, within: Duration) -> bool {
+    wait_until(within, || async {
+        heartbeat_row(cat)
+            .await
+            .is_some_and(|(v, open)| v >= version && open == inflight)
+    })
+    .await
+}
+
+/// Asserts that the heartbeat comes to report `version` (or later) and `inflight` within 5 s.
+async fn assert_heartbeat(cat: &Client, version: i64, inflight: &str) {
+    let seen = heartbeat_reports(cat, version, inflight, Duration::from_secs(5)).await;
+    assert!(
+        seen,
+        "want {inflight}, heartbeat: {:?}",
+        heartbeat_row(cat).await
+    );
+}
+
 #[tokio::test]
 async fn the_heartbeat_reports_the_map_version_and_open_transactions_of_gated_tenants() {
     let fleet = Fleet::start(200).await;
@@ -358,13 +379,8 @@ async fn the_heartbeat_reports_the_map_version_and_open_transactions_of_gated_te
     .unwrap();
     set_state(&fleet, t, home, TenantState::Gated).await;
     let version = db::map_version(&cat).await.unwrap() as i64;
-    let reported = wait_until(Duration::from_secs(5), || async {
-        heartbeat_row(&cat)
-            .await
-            .is_some_and(|(v, inflight)| v >= version && inflight == format!("{{\"{t}\": 1}}"))
-    })
-    .await;
-    assert!(reported, "heartbeat: {:?}", heartbeat_row(&cat).await);
+    let open = format!("{{\"{t}\": 1}}");
+    assert_heartbeat(&cat, version, &open).await;
     let started = Instant::now();
     c.batch_execute(&format!(
         "insert into orders (tenant_id, id, note) values ({t}, 3, 'in txn'); commit"
@@ -375,13 +391,7 @@ async fn the_heartbeat_reports_the_map_version_and_open_transactions_of_gated_te
         started.elapsed() < Duration::from_secs(1),
         "the open transaction was held"
     );
-    let cleared = wait_until(Duration::from_secs(5), || async {
-        heartbeat_row(&cat)
-            .await
-            .is_some_and(|(_, inflight)| inflight == "{}")
-    })
-    .await;
-    assert!(cleared, "heartbeat: {:?}", heartbeat_row(&cat).await);
+    assert_heartbeat(&cat, 0, "{}").await;
     assert_eq!(fleet.shard_holding(t, 3).await, Some(home));
     set_state(&fleet, t, home, TenantState::Active).await;
 }
@@ -414,21 +424,11 @@ async fn pipelined_statements_count_as_open_until_the_last_one_is_done() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     set_state(&fleet, t, home, TenantState::Gated).await;
     let version = db::map_version(&cat).await.unwrap() as i64;
-    let reported = wait_until(Duration::from_secs(5), || async {
-        heartbeat_row(&cat)
-            .await
-            .is_some_and(|(v, inflight)| v >= version && inflight == format!("{{\"{t}\": 1}}"))
-    })
-    .await;
-    assert!(reported, "heartbeat: {:?}", heartbeat_row(&cat).await);
+    let open = format!("{{\"{t}\": 1}}");
+    assert_heartbeat(&cat, version, &open).await;
     let first_done = first.await.unwrap().expect("the first statement");
     // While the second still sleeps, t stays open.
-    let cleared_early = wait_until(Duration::from_millis(1000), || async {
-        heartbeat_row(&cat)
-            .await
-            .is_some_and(|(_, inflight)| inflight == "{}")
-    })
-    .await;
+    let cleared_early = heartbeat_reports(&cat, 0, "{}", Duration::from_secs(1)).await;
     let second_done = second.await.unwrap().expect("the second statement");
     assert!(
         second_done > first_done + Duration::from_millis(1500),
@@ -438,13 +438,7 @@ async fn pipelined_statements_count_as_open_until_the_last_one_is_done() {
         !cleared_early,
         "t was reported done while its second statement ran"
     );
-    let cleared = wait_until(Duration::from_secs(5), || async {
-        heartbeat_row(&cat)
-            .await
-            .is_some_and(|(_, inflight)| inflight == "{}")
-    })
-    .await;
-    assert!(cleared, "heartbeat: {:?}", heartbeat_row(&cat).await);
+    assert_heartbeat(&cat, 0, "{}").await;
     set_state(&fleet, t, home, TenantState::Active).await;
 }
 
