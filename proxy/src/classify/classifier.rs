@@ -1,6 +1,7 @@
 //! The classifier: lexes a query string, looks each statement's shape up in the template
 //! cache (parsing it on a miss), and hands back the templates with this call's literals.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -97,13 +98,15 @@ impl Classifier {
             }
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let text: Arc<str> = Arc::from(String::from_utf8_lossy(&l.normalized));
+        let text = String::from_utf8_lossy(&l.normalized);
         // The cache is keyed by the bytes the lexer wrote: the text's own, unless invalid
         // UTF-8 had to be replaced in it.
-        let key: Arc<[u8]> = if text.as_bytes() == l.normalized.as_slice() {
-            Arc::from(text.clone())
-        } else {
+        let replaced = matches!(text, Cow::Owned(_));
+        let text: Arc<str> = Arc::from(text);
+        let key: Arc<[u8]> = if replaced {
             Arc::from(l.normalized.as_slice())
+        } else {
+            Arc::from(text.clone())
         };
         let t = Arc::new(template::build(l, text, &self.cfg.key_column));
         self.cache.insert(key, t.clone());

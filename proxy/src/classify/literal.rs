@@ -170,7 +170,8 @@ pub(super) fn number_end(sql: &[u8], start: usize) -> usize {
             return end;
         }
     }
-    let mut i = digits(start, false);
+    // (The plain digits are settled already; `_` may continue them.)
+    let mut i = digits(plain, false);
     if sql.get(i) == Some(&b'.') && sql.get(i + 1) != Some(&b'.') {
         i = digits(i + 1, false);
     }
