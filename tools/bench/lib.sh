@@ -12,6 +12,12 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # CPU time (user + system) a process has used so far, in clock ticks of $tick_hz a second.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 tick_hz=$(getconf CLK_TCK)
+# Microseconds of CPU per transaction: TICKS used over a run of SECONDS at TPS ("nan" when
+# nothing ran).
+cpu_us_per_tx() { # ticks tps seconds
+  awk -v d="$1" -v tps="$2" -v s="$3" -v hz="$tick_hz" \
+    'BEGIN { if (tps > 0) printf "%.1f", d / hz * 1e6 / (tps * s); else print "nan" }'
+}
 
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 

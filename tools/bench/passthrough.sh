@@ -98,9 +98,7 @@ run() { # target port mode -> "tps failed proxy_cpu_us_per_tx"
   failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
   [ -n "$tps" ] || { tps=0; failed=error; }
   local cpu_us=nan  # direct: no proxy
-  [ -n "$pid" ] && cpu_us=$(awk -v tps="$tps" -v s="$SECONDS_PER_RUN" -v a="$t0" -v b="$(cpu_ticks "$pid")" \
-    -v hz="$tick_hz" \
-    'BEGIN { if (tps > 0) printf "%.1f", (b - a) / hz * 1e6 / (tps * s); else print "nan" }')
+  [ -n "$pid" ] && cpu_us=$(cpu_us_per_tx $(( $(cpu_ticks "$pid") - t0 )) "$tps" "$SECONDS_PER_RUN")
   echo "$1 $3 ${tps} ${failed:-0} ${cpu_us}" >> "$work/results"
 }
 

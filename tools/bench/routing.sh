@@ -4,8 +4,8 @@
 # pass-through: every tenant on the one shard), interleaved in one run. Prints the ratio.
 #
 # Both proxies get the same server connections in total (--pool-total, default 20): the
-# one shard all of them, each of the four a quarter. All five clusters share this
-# machine's cores, so a 4-shard proxy with 20 connections per shard would run four times
+# one shard all of them, each of the four a quarter. Every shard shares this machine's
+# cores, so a 4-shard proxy with 20 connections per shard would run four times
 # the backends on the same CPUs and measure the scheduler, not the routing.
 #
 # Usage: tools/bench/routing.sh [--clients N] [--seconds S] [--rounds R] [--tenants T]
@@ -116,23 +116,20 @@ run() { # label port mode proxy-pid
   before=$(cpu_ticks "$4")
   out=$(pgbench -n -f "$work/script.sql" -M "$3" -c "$CLIENTS" -j 2 -T "$SECS" -h 127.0.0.1 -p "$2" -U postgres app 2>&1) || true
   tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out"); failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' <<<"$out")
-  echo "$1 $3 ${tps:-0} ${failed:-error} $(( $(cpu_ticks "$4") - before ))" >> "$work/results"
+  echo "$1 $3 ${tps:-0} ${failed:-error} $(cpu_us_per_tx $(( $(cpu_ticks "$4") - before )) "${tps:-0}" "$SECS")" >> "$work/results"
 }
 echo "tenant-keyed point reads, $CLIENTS clients, ${SECS}s runs, $ROUNDS rounds, $TENANTS tenants x $ROWS rows, $POOL_TOTAL server connections in all, 4 shards as $LAYOUT, $(nproc) cores"
 for r in $(seq "$ROUNDS"); do
   for m in $MODES; do run one_shard "$p1" "$m" "$(cat "$work/one.toml.pid")"; run four_shards "$p4" "$m" "$(cat "$work/four.toml.pid")"; done
   echo "round $r done"
 done
-python3 - "$work/results" "$SECS" "$tick_hz" <<'EOF'
+python3 - "$work/results" <<'EOF'
 import statistics, sys, collections
-secs, hz = float(sys.argv[2]), float(sys.argv[3])
 rows = collections.defaultdict(list); failed = collections.defaultdict(list)
 cpu = collections.defaultdict(list); modes = []
 for line in open(sys.argv[1]):
-    t, m, tps, f, ticks = line.split()
-    rows[(t, m)].append(float(tps)); failed[(t, m)].append(f)
-    # The proxy's CPU per transaction, in microseconds.
-    cpu[(t, m)].append(int(ticks) / hz * 1e6 / (float(tps) * secs) if float(tps) else 0)
+    t, m, tps, f, cpu_us = line.split()  # cpu_us: the proxy's CPU per transaction
+    rows[(t, m)].append(float(tps)); failed[(t, m)].append(f); cpu[(t, m)].append(float(cpu_us))
     if m not in modes: modes.append(m)
 print(f"{'mode':9} {'1 shard':>9} {'4 shards':>9} {'ratio':>6}  proxy CPU/tx (1 / 4)  failed (1 / 4)")
 for m in modes:
